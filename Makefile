@@ -1,0 +1,35 @@
+# The two set-up commands: `make run` (main job on the bundled default model) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL ?= gpt2-tiny
+
+.PHONY: run test lint docs install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/workbench main $(MODEL)
+
+lint: $(STAMP)
+	$(BIN)/ruff check workbench probes apps tests bench
+	$(BIN)/ruff format --check workbench probes apps tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	$(BIN)/python -m workbench.hooks.docs > docs/hook_points.md
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,17 @@
+"""The interp workbench: hook into a transformer's heads, KV cache, sinks and MoE routers, and probe them.
+
+Library use::
+
+    import workbench
+    model = workbench.load("minilm")
+    print(workbench.card(model).to_markdown())
+    acts = model.read("The cat sat.", [r"blocks\.\d+\.attn\.hook_pattern"])
+"""
+
+from workbench.arch import SUPPORTED_MODEL_TYPES, adapter_for
+from workbench.card import Card, card
+from workbench.errors import WorkbenchError
+from workbench.models import WorkbenchModel, load
+
+__version__ = "0.1.0"
+__all__ = ["SUPPORTED_MODEL_TYPES", "Card", "WorkbenchError", "WorkbenchModel", "adapter_for", "card", "load"]

@@ -1,0 +1,66 @@
+"""DeepSeek-V2: multi-head latent attention (MLA) and DeepSeekMoE with shared experts.
+
+Attention compresses keys and values into a latent of ``kv_lora_rank`` plus a shared RoPE key of
+``qk_rope_head_dim`` (``self_attn.kv_a_proj_with_mqa``), expanded per head by ``kv_b_proj``; q and k have
+``qk_nope_head_dim + qk_rope_head_dim`` dimensions, v has ``v_head_dim``. HF caches the expanded k/v; the
+card reports the MLA latent size ``(kv_lora_rank + qk_rope_head_dim) x layers`` per token, as the paper's
+cache does.
+
+Router ``mlp.gate`` (``DeepseekV2TopkRouter``) returns ``(logits, weights, indices)``: float32 softmax over
+all experts, top-k on probabilities (``topk_method`` ``greedy`` or ``group_limited_greedy`` over ``n_group``
+groups keeping ``topk_group``), no renormalisation, weights times ``routed_scaling_factor``. Shared experts
+``mlp.shared_experts`` are added unweighted. The first ``first_k_dense_replace`` layers are dense.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from workbench.arch.base import ArchAdapter, KVLayout, RouterConvention
+
+
+class DeepseekV2Adapter(ArchAdapter):
+    """MLA attention; softmax routing with optional group limits and a scaling factor."""
+
+    family: ClassVar[str] = "deepseek_v2"
+    model_types: ClassVar[tuple[str, ...]] = ("deepseek_v2",)
+    q_proj: ClassVar[str | None] = None  # q_proj or q_a_proj/q_b_proj depending on q_lora_rank
+    k_proj: ClassVar[str | None] = "self_attn.kv_b_proj"
+    v_proj: ClassVar[str | None] = "self_attn.kv_b_proj"
+    router: ClassVar[str | None] = "mlp.gate"
+    experts: ClassVar[str | None] = "mlp.experts"
+    shared_experts: ClassVar[str | None] = "mlp.shared_experts"
+    router_convention: ClassVar[RouterConvention | None] = RouterConvention(
+        scoring="softmax",
+        topk_on="probs",
+        renormalise="never",
+        group_limited=True,
+        scaling_factor_attr="routed_scaling_factor",
+    )
+
+    def head_dim(self, config: Any) -> int:
+        """q/k head dimension: the no-RoPE part plus the RoPE part."""
+        return int(config.qk_nope_head_dim + config.qk_rope_head_dim)
+
+    def v_head_dim(self, config: Any) -> int:
+        """Value head dimension."""
+        return int(config.v_head_dim)
+
+    def kv_layout(self, config: Any) -> KVLayout:
+        """Multi-head latent attention."""
+        return "MLA"
+
+    def kv_elements_per_token(self, config: Any) -> int:
+        """MLA caches the latent and the shared RoPE key: ``(d_c + d_rope) x layers``."""
+        return int((config.kv_lora_rank + config.qk_rope_head_dim) * config.num_hidden_layers)
+
+    def moe_facts(self, config: Any) -> dict[str, Any]:
+        """Experts, top-k, shared experts, dense layers and group limits."""
+        return {
+            "experts": config.n_routed_experts,
+            "top_k": config.num_experts_per_tok,
+            "shared_experts": config.n_shared_experts,
+            "dense_layers": min(config.first_k_dense_replace, config.num_hidden_layers),
+            "groups": f"{config.topk_group} of {config.n_group}" if config.n_group else "none",
+            "routed_scaling_factor": config.routed_scaling_factor,
+        }

@@ -1,0 +1,34 @@
+"""Mixtral: Mistral attention with a sparse MoE MLP in every layer.
+
+Router ``mlp.gate`` (``MixtralTopKRouter``) returns ``(logits, weights, indices)``: softmax over all
+experts in float32, top-k on the probabilities, always renormalised over the k chosen.
+Experts are fused 3-D weights in ``mlp.experts``; no shared expert.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from workbench.arch.base import ArchAdapter, RouterConvention
+
+
+class MixtralAdapter(ArchAdapter):
+    """Sparse MoE in every block, top-k over softmax probabilities, renormalised."""
+
+    family: ClassVar[str] = "mixtral"
+    model_types: ClassVar[tuple[str, ...]] = ("mixtral",)
+    router: ClassVar[str | None] = "mlp.gate"
+    experts: ClassVar[str | None] = "mlp.experts"
+    mlp_down: ClassVar[str | None] = None
+    router_convention: ClassVar[RouterConvention | None] = RouterConvention(
+        scoring="softmax", topk_on="probs", renormalise="always"
+    )
+
+    def moe_facts(self, config: Any) -> dict[str, Any]:
+        """Experts, top-k and the routing rule."""
+        return {
+            "experts": config.num_local_experts,
+            "top_k": config.num_experts_per_tok,
+            "shared_experts": 0,
+            "dense_layers": 0,
+        }

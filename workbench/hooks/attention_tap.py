@@ -1,0 +1,181 @@
+"""Taps on the attention function: post-RoPE q/k/v, pre-softmax scores and the KV cache content.
+
+Every supported family computes q, k and v (RoPE applied, cache updated) inside its attention module and
+hands them to ``ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)``.
+While at least one tap is active, the workbench puts a thin wrapper in that interface's local mapping for
+the model's implementation key; the wrapper serves the registered modules and calls the original function
+(the family's own ``eager_attention_forward`` for ``"eager"``). It is removed when the last tap closes.
+Modules without a tap pass straight through.
+
+Tensor layouts handed to hook functions (HF passes ``[batch, head, pos, d]``):
+
+- ``q`` ``[batch, pos, head, d_head]``; ``k``, ``v`` ``[batch, pos, kv_head, d_head]`` for this call's
+  new positions;
+- ``kv_key``, ``kv_value`` ``[batch, kv_head, kv_pos, d_head]``, everything this call attends to (the cache
+  after its update);
+- ``scores`` ``[batch, head, q_pos, k_pos]``: ``q k^T * scaling + mask``, as eager attention computes it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+TapFn = Callable[[torch.Tensor], torch.Tensor | None]
+AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value")
+
+
+@dataclass
+class TapEntry:
+    """Callbacks registered for one attention module."""
+
+    eager: AttentionFn
+    callbacks: dict[str, list[TapFn]] = field(default_factory=dict)
+
+
+_lock = threading.Lock()
+_entries: dict[int, TapEntry] = {}
+_installed: dict[str, tuple[int, AttentionFn | None]] = {}  # key -> (refcount, previous local mapping)
+
+
+def _default_eager(module: nn.Module) -> AttentionFn:
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _run(fns: list[TapFn], value: torch.Tensor) -> torch.Tensor:
+    for fn in fns:
+        out = fn(value)
+        if out is not None:
+            value = out
+    return value
+
+
+def _apply_new_positions(fns: list[TapFn], full: torch.Tensor, q_len: int) -> torch.Tensor:
+    """Hand the last ``q_len`` positions of ``[b, h, p, d]`` as ``[b, p, h, d]``; splice back a replacement."""
+    new = full[:, :, full.shape[2] - q_len :, :].transpose(1, 2)
+    out = _run(fns, new)
+    if out is new:
+        return full
+    full = full.clone()
+    full[:, :, full.shape[2] - q_len :, :] = out.transpose(1, 2)
+    return full
+
+
+def attention_scores(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """Pre-softmax scores ``q k^T * scaling + mask`` with the ops eager attention uses.
+
+    Args:
+        module: The attention module (its ``is_causal`` decides the mask when sdpa passed none).
+        query: ``[batch, head, q_pos, d]``.
+        key: ``[batch, kv_head, k_pos, d]`` (repeated to the query heads for GQA/MQA).
+        mask: Additive float mask, boolean keep-mask, or None.
+        scaling: The module's softmax scaling.
+    """
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:
+        key = key.repeat_interleave(n_rep, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if mask is None:
+        if getattr(module, "is_causal", False) and query.shape[2] > 1:
+            q_len, k_len = query.shape[2], key.shape[2]
+            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        return scores
+    mask = mask[:, :, :, : key.shape[2]]
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return scores + mask
+
+
+def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
+    def tapped_attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key_states: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        entry = _entries.get(id(module))
+        if key == "eager":
+            original = entry.eager if entry is not None else _default_eager(module)
+        else:
+            original = previous if previous is not None else ALL_ATTENTION_FUNCTIONS._global_mapping[key]
+        if entry is not None:
+            cbs = entry.callbacks
+            q_len = query.shape[2]
+            if "q" in cbs:
+                query = _run(cbs["q"], query.transpose(1, 2)).transpose(1, 2)
+            if "k" in cbs:
+                key_states = _apply_new_positions(cbs["k"], key_states, q_len)
+            if "v" in cbs:
+                value = _apply_new_positions(cbs["v"], value, q_len)
+            if "kv_key" in cbs:
+                _run(cbs["kv_key"], key_states)
+            if "kv_value" in cbs:
+                _run(cbs["kv_value"], value)
+            if "scores" in cbs:
+                scaling = kwargs.get("scaling")
+                scaling = module.scaling if scaling is None else scaling
+                _run(cbs["scores"], attention_scores(module, query, key_states, attention_mask, scaling))
+        return original(module, query, key_states, value, attention_mask, **kwargs)
+
+    return tapped_attention
+
+
+def _install(key: str) -> None:
+    count, previous = _installed.get(key, (0, None))
+    if count == 0:
+        previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(key)
+        ALL_ATTENTION_FUNCTIONS[key] = _wrapper(key, previous)
+    _installed[key] = (count + 1, previous)
+
+
+def _uninstall(key: str) -> None:
+    count, previous = _installed[key]
+    if count > 1:
+        _installed[key] = (count - 1, previous)
+        return
+    del _installed[key]
+    if previous is None:
+        del ALL_ATTENTION_FUNCTIONS[key]
+    else:
+        ALL_ATTENTION_FUNCTIONS[key] = previous
+
+
+@contextmanager
+def tap(
+    module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn | None = None
+) -> Any:
+    """Register tap callbacks on one attention module for the duration of the context.
+
+    Args:
+        module: An attention module that calls ``ALL_ATTENTION_FUNCTIONS.get_interface``.
+        callbacks: Field name (one of ``TAP_FIELDS``) to functions; a function returning a tensor
+            replaces the value (``q``, ``k``, ``v`` only).
+        eager: The family's eager attention function (default: ``eager_attention_forward`` of the
+            module's own modeling file).
+    """
+    impl = module.config._attn_implementation
+    with _lock:
+        if id(module) in _entries:
+            raise RuntimeError("this attention module is already tapped; nest hooks in one hooks() call")
+        _entries[id(module)] = TapEntry(eager or _default_eager(module), callbacks)
+        _install(impl)
+    try:
+        yield
+    finally:
+        with _lock:
+            _entries.pop(id(module), None)
+            _uninstall(impl)

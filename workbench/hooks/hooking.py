@@ -1,0 +1,112 @@
+"""Attach hook functions to resolved hook points as plain PyTorch hooks; always removed on exit.
+
+A hook function has the TransformerLens signature ``fn(tensor, name) -> tensor | None``: returning a
+tensor replaces the value downstream (refused for read-only points), returning ``None`` only reads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.arch.base import ArchAdapter, Site
+from workbench.errors import HookPointError
+from workbench.hooks.attention_tap import TapFn, tap
+from workbench.hooks.points import ResolvedPoint
+
+HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+
+
+def _guard(name: str, site: Site, fn: HookFn) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """Bind the name and refuse replacements of read-only points."""
+
+    def call(value: torch.Tensor) -> torch.Tensor | None:
+        out = fn(value, name)
+        if out is not None and site.read_only:
+            raise HookPointError(f"{name} is read-only: replacing it would not change the computation")
+        return out
+
+    return call
+
+
+def _to_canonical(value: torch.Tensor, site: Site, n_heads: int) -> torch.Tensor:
+    return value.unflatten(-1, (n_heads, -1)) if site.split_heads else value
+
+
+def _from_canonical(value: torch.Tensor, site: Site) -> torch.Tensor:
+    return value.flatten(-2) if site.split_heads else value
+
+
+def _output_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int) -> Callable:
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        index = site.index if site.index is not None else (0 if isinstance(output, tuple) else None)
+        value = output if index is None else output[index]
+        out = call(_to_canonical(value, site, n_heads))
+        if out is None:
+            return None
+        out = _from_canonical(out, site)
+        if index is None:
+            return out
+        return (*output[:index], out, *output[index + 1 :])
+
+    return hook
+
+
+def _input_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int) -> Callable:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        value = args[0] if args else kwargs["hidden_states"]
+        out = call(_to_canonical(value, site, n_heads))
+        if out is None:
+            return None
+        out = _from_canonical(out, site)
+        if args:
+            return (out, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": out}
+
+    return hook
+
+
+@contextmanager
+def attach(
+    points: dict[str, ResolvedPoint], fns: dict[str, HookFn], adapter: ArchAdapter, n_heads: int
+) -> Iterator[None]:
+    """Register ``fns`` on their points for the duration of the context.
+
+    Args:
+        points: Resolved points of the model (see :func:`workbench.hooks.points.resolve_points`).
+        fns: Hook point name to hook function.
+        adapter: The family adapter (supplies the family's eager attention function for taps).
+        n_heads: Query heads, to split ``hook_z`` into heads.
+
+    Raises:
+        HookPointError: A name is not a hook point of this model.
+    """
+    unknown = [n for n in fns if n not in points]
+    if unknown:
+        raise HookPointError(f"not a hook point of this model: {', '.join(unknown[:5])}")
+    taps: dict[int, tuple[nn.Module, dict[str, list[TapFn]]]] = {}
+    with ExitStack() as stack:
+        for name, fn in fns.items():
+            point = points[name]
+            site = point.site
+            call = _guard(name, site, fn)
+            if site.kind == "tap":
+                assert point.attn_module is not None and site.field is not None
+                entry = taps.setdefault(id(point.attn_module), (point.attn_module, defaultdict(list)))
+                entry[1][site.field].append(call)
+            elif site.kind == "output":
+                handle = point.module.register_forward_hook(_output_hook(call, site, n_heads))
+                stack.callback(handle.remove)
+            else:
+                handle = point.module.register_forward_pre_hook(
+                    _input_hook(call, site, n_heads), with_kwargs=True
+                )
+                stack.callback(handle.remove)
+        for module, callbacks in taps.values():
+            stack.enter_context(tap(module, dict(callbacks), adapter.eager_attention(module)))
+        yield
