@@ -100,14 +100,6 @@ def kv_bytes_per_token(model: WorkbenchModel, dtype: torch.dtype | None = None) 
     return model.adapter.kv_elements_per_token(model.config) * torch.tensor([], dtype=dtype).element_size()
 
 
-def hf_cache_bytes_per_token(model: WorkbenchModel, dtype: torch.dtype | None = None) -> int:
-    """Bytes per token HF's DynamicCache stores (MLA families cache expanded keys and values)."""
-    adapter, config = model.adapter, model.config
-    dtype = dtype or next(model.hf.parameters()).dtype
-    per_layer = adapter.n_kv_heads(config) * (adapter.head_dim(config) + adapter.v_head_dim(config))
-    return adapter.n_layers(config) * per_layer * torch.tensor([], dtype=dtype).element_size()
-
-
 def _router_rule(model: WorkbenchModel) -> str | None:
     conv = model.adapter.router_convention
     if conv is None:
@@ -177,8 +169,6 @@ def card(model: WorkbenchModel) -> Card:
     result.add("size", "parameters_total", total)
     result.add("size", "parameters_active_per_token", active)
     result.add("kv cache", "kv_bytes_per_token", kv_bytes_per_token(model, dtype))
-    if adapter.kv_layout(config) == "MLA":
-        result.add("kv cache", "hf_cache_bytes_per_token", hf_cache_bytes_per_token(model, dtype))
     if not adapter.causal:
         result.add("kv cache", "note", "encoder: no cache at inference; figure is what a cache would hold")
     return result

@@ -2,9 +2,11 @@
 
 Attention compresses keys and values into a latent of ``kv_lora_rank`` plus a shared RoPE key of
 ``qk_rope_head_dim`` (``self_attn.kv_a_proj_with_mqa``), expanded per head by ``kv_b_proj``; q and k have
-``qk_nope_head_dim + qk_rope_head_dim`` dimensions, v has ``v_head_dim``. HF caches the expanded k/v; the
-card reports the MLA latent size ``(kv_lora_rank + qk_rope_head_dim) x layers`` per token, as the paper's
-cache does.
+``qk_nope_head_dim + qk_rope_head_dim`` dimensions, v has ``v_head_dim``. HF caches the latent, as the paper
+does: the cache layer's "keys" are the normalised latent [batch, 1, pos, kv_lora_rank] (``kv.latent``, the
+input of ``kv_b_proj``) and its "values" the shared RoPE key [batch, 1, pos, qk_rope_head_dim]; ``kv.key`` and
+``kv.value`` are the per-head expansions attention uses. Cache size: ``(kv_lora_rank + qk_rope_head_dim) x
+layers`` elements per token.
 
 Router ``mlp.gate`` (``DeepseekV2TopkRouter``) returns ``(logits, weights, indices)``: float32 softmax over
 all experts, top-k on probabilities (``topk_method`` ``greedy`` or ``group_limited_greedy`` over ``n_group``
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from workbench.arch.base import ArchAdapter, KVLayout, RouterConvention
+from torch import nn
+
+from workbench.arch.base import ArchAdapter, KVLayout, RouterConvention, Site
 
 
 class DeepseekV2Adapter(ArchAdapter):
@@ -54,6 +58,10 @@ class DeepseekV2Adapter(ArchAdapter):
         """MLA caches the latent and the shared RoPE key: ``(d_c + d_rope) x layers``."""
         return int((config.kv_lora_rank + config.qk_rope_head_dim) * config.num_hidden_layers)
 
+    def block_sites(self, block: nn.Module) -> dict[str, Site]:
+        """Adds ``kv.latent``: the compressed KV as cached (input of ``kv_b_proj``)."""
+        return {**super().block_sites(block), "kv.latent": Site("self_attn.kv_b_proj", "input")}
+
     def moe_facts(self, config: Any) -> dict[str, Any]:
         """Experts, top-k, shared experts, dense layers and group limits."""
         return {
@@ -61,6 +69,6 @@ class DeepseekV2Adapter(ArchAdapter):
             "top_k": config.num_experts_per_tok,
             "shared_experts": config.n_shared_experts,
             "dense_layers": min(config.first_k_dense_replace, config.num_hidden_layers),
-            "groups": f"{config.topk_group} of {config.n_group}" if config.n_group else "none",
+            "groups": f"{config.topk_group} of {config.n_group}" if config.topk_method != "greedy" else "none",
             "routed_scaling_factor": config.routed_scaling_factor,
         }

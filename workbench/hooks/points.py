@@ -83,6 +83,11 @@ POINTS: tuple[PointDoc, ...] = (
         "Keys this call attends to: the KV cache after its update (read-only).",
     ),
     PointDoc("blocks.{L}.kv.value", "[batch, kv_head, kv_pos, d_head_v]", "Values this call attends to (read-only)."),
+    PointDoc(
+        "blocks.{L}.kv.latent",
+        "[batch, 1, kv_pos, kv_lora_rank]",
+        "MLA only: the normalised compressed KV as the cache holds it (input of kv_b_proj).",
+    ),
     PointDoc("ln_final.hook_normalized", "[batch, pos, d_model]", "Output of the final norm (input of the unembedding)."),
 )
 
