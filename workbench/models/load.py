@@ -101,6 +101,14 @@ def _load_source(
     return model, tokenizer, label
 
 
+def _is_nnsight(source: Any) -> bool:
+    try:
+        from nnsight import NNsight
+    except ImportError:
+        return False
+    return isinstance(source, NNsight)
+
+
 def load(
     source: Any,
     *,
@@ -145,8 +153,8 @@ def load(
     elif type(source).__name__ == "TransformerBridge":
         native, model, backend = source, source.original_model, "tl"
         tokenizer = tokenizer or getattr(source, "tokenizer", None)
-    elif type(source).__name__ == "LanguageModel" and hasattr(source, "_model"):
-        native, model, backend = source, source._model, "nnsight"
+    elif _is_nnsight(source):
+        native, model, backend = source, source._module, "nnsight"
         tokenizer = tokenizer or getattr(source, "tokenizer", None)
     elif isinstance(source, nn.Module) and hasattr(source, "config"):
         model = source
