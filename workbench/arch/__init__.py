@@ -38,6 +38,14 @@ BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))
 
 
+def unsupported_message(model_type: str | None) -> str:
+    """The one-line error for a family without an adapter."""
+    return (
+        f"unsupported model family {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)} "
+        "(allow_generic=True / --generic gives residual-stream points only)"
+    )
+
+
 def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter:
     """The adapter for an HF model, by ``config.model_type``.
 
@@ -55,10 +63,7 @@ def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter
         return BY_MODEL_TYPE[model_type]()
     if allow_generic:
         return GenericAdapter(getattr(model, "base_model", model), config)
-    raise UnsupportedFamilyError(
-        f"unsupported model family {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)} "
-        "(pass allow_generic=True for residual-stream points only)"
-    )
+    raise UnsupportedFamilyError(unsupported_message(model_type))
 
 
 __all__ = [
@@ -69,4 +74,5 @@ __all__ = [
     "RouterConvention",
     "Site",
     "adapter_for",
+    "unsupported_message",
 ]

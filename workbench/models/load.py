@@ -14,7 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from workbench.errors import ModelNotFoundError, UnsafeCheckpointError, WorkbenchError
+from workbench.arch import SUPPORTED_MODEL_TYPES, unsupported_message
+from workbench.errors import ModelNotFoundError, UnsafeCheckpointError, UnsupportedFamilyError, WorkbenchError
 from workbench.models.model import WorkbenchModel
 from workbench.models.zoo import ZOO, resolve_zoo
 
@@ -50,12 +51,15 @@ def _model_class(config: Any) -> Any:
 
 
 def _from_pretrained(
-    location: str, *, dtype: torch.dtype | None, device_map: Any, trust_remote_code: bool, revision: str | None
+    location: str, *, dtype: torch.dtype | None, device_map: Any, trust_remote_code: bool, revision: str | None,
+    allow_generic: bool,
 ) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     config = AutoConfig.from_pretrained(location, **common)
+    if not allow_generic and config.model_type not in SUPPORTED_MODEL_TYPES:  # fail before loading weights
+        raise UnsupportedFamilyError(unsupported_message(config.model_type))
     model = _model_class(config).from_pretrained(
         location, config=config, dtype=dtype or "auto", device_map=device_map, use_safetensors=None, **common
     )
@@ -68,7 +72,7 @@ def _from_pretrained(
 
 def _load_source(
     source: str | Path, *, dtype: torch.dtype | None, device_map: Any, trust_remote_code: bool,
-    allow_pickle: bool, revision: str | None,
+    allow_pickle: bool, revision: str | None, allow_generic: bool,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
     if text in ZOO:
@@ -85,7 +89,8 @@ def _load_source(
         location, label = text, text
     try:
         model, tokenizer = _from_pretrained(
-            location, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, revision=revision
+            location, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, revision=revision,
+            allow_generic=allow_generic,
         )
     except OSError as exc:
         if location == text and not Path(text).exists():
@@ -147,7 +152,7 @@ def load(
     if isinstance(source, str | Path):
         model, loaded_tok, label = _load_source(
             source, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle, revision=revision,
+            allow_pickle=allow_pickle, revision=revision, allow_generic=allow_generic,
         )
         tokenizer = tokenizer or loaded_tok
     elif type(source).__name__ == "TransformerBridge":

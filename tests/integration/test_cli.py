@@ -1,0 +1,85 @@
+"""CLI: the card in three formats, and one-line errors with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+from workbench.cli import run
+from workbench.models.tiny import build_tiny
+
+CLI = [sys.executable, "-m", "workbench"]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def unsupported_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved random-init GPT-NeoX: a real family the workbench has no adapter for."""
+    path = tmp_path_factory.mktemp("neox")
+    config = tf.GPTNeoXConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    tf.GPTNeoXForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def test_card_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build_tiny("olmoe").save_pretrained(tmp_path)
+    assert run(["card", str(tmp_path), "--format", "json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["moe"]["experts"] == 8 and card["architecture"]["attention_kind"] == "GQA"
+    assert run(["card", str(tmp_path), "--format", "markdown"]) == 0
+    assert "| moe | router | softmax scoring, top-k on probs" in capsys.readouterr().out
+
+
+def test_unknown_hub_id_is_one_line() -> None:
+    result = _cli("card", "nonexistent-org/no-such-model", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nonexistent-org/no-such-model" in lines[0] and "local directory" in lines[0]
+
+
+def test_unsupported_family_is_one_line(unsupported_dir: Path) -> None:
+    result = _cli("card", str(unsupported_dir))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'gpt_neox'" in lines[0] and "llama" in lines[0]
+
+
+def test_directory_without_weights_is_one_line(tmp_path: Path) -> None:
+    build_tiny("llama").config.save_pretrained(tmp_path)
+    result = _cli("card", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no model weights" in lines[0]
+
+
+def test_pickle_only_directory_is_refused_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_tiny("llama")
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    result = _cli("card", str(tmp_path))
+    assert result.returncode == 2 and "--allow-pickle" in result.stderr
+    assert run(["card", str(tmp_path), "--allow-pickle", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["architecture"]["layers"] == 3
+
+
+def test_debug_shows_traceback(unsupported_dir: Path) -> None:
+    result = _cli("card", str(unsupported_dir), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_generic_fallback_lists_residual_points(unsupported_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["hooks", str(unsupported_dir), "--generic"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.1.hook_resid_post" in out and "blocks.0.hook_attn_out" in out

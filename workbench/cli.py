@@ -1,0 +1,116 @@
+"""The ``workbench`` command line. User errors print one line on stderr and exit 2 (``--debug``: traceback)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
+console = Console()
+DEFAULT_MODEL = "minilm"
+
+ModelArg = Annotated[str, typer.Argument(help="Zoo name, local model directory or hub id.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the repository's own code.")]
+PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle checkpoints.")]
+GenericOpt = Annotated[bool, typer.Option("--generic", help="Accept an unsupported family (residual points).")]
+
+
+def _load(source: str, trust_remote_code: bool = False, allow_pickle: bool = False, generic: bool = False):
+    from workbench.models.load import load
+
+    with console.status(f"loading {source}", spinner="dots"):
+        return load(
+            source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_generic=generic
+        )
+
+
+@app.command()
+def card(
+    model: ModelArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="rich, json or markdown.")] = "rich",
+    trust_remote_code: TrustOpt = False,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Print the "thinking parameters" card of a model."""
+    from workbench.card import card as build_card
+
+    if fmt not in ("rich", "json", "markdown"):
+        raise WorkbenchError(f"unknown format {fmt!r}; use rich, json or markdown")
+    result = build_card(_load(model, trust_remote_code, allow_pickle))
+    if fmt == "json":
+        print(result.to_json())
+    elif fmt == "markdown":
+        print(result.to_markdown(), end="")
+    else:
+        console.print(result.to_rich())
+
+
+@app.command()
+def hooks(
+    model: ModelArg,
+    pattern: Annotated[str, typer.Option(help="Regular expression over hook point names.")] = ".*",
+    generic: GenericOpt = False,
+) -> None:
+    """List a model's hook points with their shapes."""
+    from workbench.hooks.points import doc_for
+
+    loaded = _load(model, generic=generic)
+    table = Table(title=f"Hook points: {loaded.source} ({loaded.adapter.family})")
+    for column in ("name", "shape", "meaning"):
+        table.add_column(column)
+    for name in loaded.hook_points(pattern):
+        doc = doc_for(name)
+        table.add_row(name, doc.shape, doc.meaning)
+    console.print(table)
+
+
+@app.command()
+def main(model: Annotated[str, typer.Argument(help="Model to run on.")] = DEFAULT_MODEL) -> None:
+    """The main job: the card of the model and a short per-layer capture summary."""
+    from workbench.card import card as build_card
+    from workbench.summary import DEFAULT_PROMPTS, layer_summary
+
+    loaded = _load(model)
+    console.print(build_card(loaded).to_rich())
+    with console.status("capturing", spinner="dots"):
+        rows = layer_summary(loaded)
+    table = Table(title=f"Capture summary over {len(DEFAULT_PROMPTS)} prompts (resid_post, attention pattern)")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (``--debug`` anywhere shows tracebacks)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="workbench", standalone_mode=False)
+    except WorkbenchError as exc:
+        if debug:
+            raise
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return 0
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
