@@ -22,8 +22,8 @@ run: $(STAMP)
 	$(BIN)/workbench main $(MODEL)
 
 lint: $(STAMP)
-	$(BIN)/ruff check workbench probes apps tests bench
-	$(BIN)/ruff format --check workbench probes apps tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest -q

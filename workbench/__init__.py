@@ -1,4 +1,4 @@
-"""The interp workbench: hook into a transformer's heads, KV cache, sinks and MoE routers, and probe them.
+r"""The interp workbench: hook into a transformer's heads, KV cache, sinks and MoE routers, and probe them.
 
 Library use::
 

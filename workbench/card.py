@@ -91,7 +91,7 @@ def parameter_counts(model: WorkbenchModel) -> tuple[int, int]:
         if adapter.is_moe_block(block):
             experts = block.get_submodule(adapter.experts)
             inactive += share_off * sum(p.numel() for p in experts.parameters())
-    return total, int(round(total - inactive))
+    return total, round(total - inactive)
 
 
 def kv_bytes_per_token(model: WorkbenchModel, dtype: torch.dtype | None = None) -> int:
@@ -155,7 +155,10 @@ def card(model: WorkbenchModel) -> Card:
         ("rope_scaling", scaling if adapter.positional == "rope" else None),
         ("context_length", adapter.context_length(config)),
         ("sliding_window", adapter.sliding_window(config)),
-        ("attention_sinks", "learned per-head sink logit" if adapter.learned_sinks else "none (emergent only)"),
+        (
+            "attention_sinks",
+            "learned per-head sink logit" if adapter.learned_sinks else "none (emergent only)",
+        ),
         ("norm", f"{adapter.norm_type} ({adapter.norm_placement}-norm)"),
         ("activation", adapter.activation(config)),
         ("tied_embeddings", bool(getattr(config, "tie_word_embeddings", False))),

@@ -1,4 +1,4 @@
-"""The ``workbench`` command line. User errors print one line on stderr and exit 2 (``--debug``: traceback)."""
+"""The ``workbench`` command line. User errors print one line on stderr, exit 2 (``--debug``: traceback)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ DEFAULT_MODEL = "minilm"
 ModelArg = Annotated[str, typer.Argument(help="Zoo name, local model directory or hub id.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the repository's own code.")]
 PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle checkpoints.")]
-GenericOpt = Annotated[bool, typer.Option("--generic", help="Accept an unsupported family (residual points).")]
+GenericOpt = Annotated[
+    bool, typer.Option("--generic", help="Accept an unsupported family (residual points).")
+]
 
 
 def _load(source: str, trust_remote_code: bool = False, allow_pickle: bool = False, generic: bool = False):
@@ -81,7 +83,9 @@ def main(model: Annotated[str, typer.Argument(help="Model to run on.")] = DEFAUL
     console.print(build_card(loaded).to_rich())
     with console.status("capturing", spinner="dots"):
         rows = layer_summary(loaded)
-    table = Table(title=f"Capture summary over {len(DEFAULT_PROMPTS)} prompts (resid_post, attention pattern)")
+    table = Table(
+        title=f"Capture summary over {len(DEFAULT_PROMPTS)} prompts (resid_post, attention pattern)"
+    )
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:

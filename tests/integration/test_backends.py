@@ -61,7 +61,9 @@ def test_load_accepts_bridge_and_nnsight_objects(ids: torch.Tensor) -> None:
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     hf = build_tiny("gpt2", attn_implementation="eager")
-    expected = workbench.load(copy.deepcopy(hf)).read(ids, "blocks.1.hook_resid_post")["blocks.1.hook_resid_post"]
+    expected = workbench.load(copy.deepcopy(hf)).read(ids, "blocks.1.hook_resid_post")[
+        "blocks.1.hook_resid_post"
+    ]
     via_nnsight = workbench.load(NNsight(copy.deepcopy(hf)))
     bridge = build_bridge_from_module(copy.deepcopy(hf), "GPT2LMHeadModel", hf_config=hf.config)
     via_bridge = workbench.load(bridge)

@@ -8,7 +8,7 @@ import transformers as tf
 
 import workbench
 from workbench.card import kv_bytes_per_token
-from workbench.models.tiny import build_tiny, tiny_config
+from workbench.models.tiny import build_tiny
 
 
 def formula_kv_bytes(config: object, family: str, element_size: int) -> int:
@@ -32,7 +32,9 @@ def test_kv_bytes_equal_formula_and_measured_cache(family: str, dtype: torch.dty
         return
     batch, tokens = 2, 6  # within GPT-OSS's sliding window, so every layer keeps every token
     with torch.no_grad():
-        cache = model.hf(input_ids=torch.ones(batch, tokens, dtype=torch.long), use_cache=True).past_key_values
+        cache = model.hf(
+            input_ids=torch.ones(batch, tokens, dtype=torch.long), use_cache=True
+        ).past_key_values
     stored = sum(layer.keys.numel() * layer.keys.element_size() for layer in cache.layers)
     stored += sum(layer.values.numel() * layer.values.element_size() for layer in cache.layers)
     assert stored / (batch * tokens) == expected
@@ -59,7 +61,9 @@ def test_card_fields_match_config(family: str) -> None:
         assert result.get("parameters_active_per_token") == result.get("parameters_total")
         return
     experts = next(
-        getattr(config, a) for a in ("num_local_experts", "num_experts", "n_routed_experts") if hasattr(config, a)
+        getattr(config, a)
+        for a in ("num_local_experts", "num_experts", "n_routed_experts")
+        if hasattr(config, a)
     )
     assert result.get("experts") == experts
     assert result.get("top_k") == config.num_experts_per_tok
@@ -82,7 +86,9 @@ def test_active_parameters_count_only_top_k_experts() -> None:
         (tf.GPT2Config(), 36),  # GPT-2 small
         (tf.LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32), 512),  # Llama-2-7B
         (
-            tf.LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8),
+            tf.LlamaConfig(
+                hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8
+            ),
             128,
         ),  # Llama-3-8B
         (tf.MistralConfig(), 128),  # Mistral-7B defaults

@@ -64,7 +64,9 @@ def test_directory_without_weights_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "no model weights" in lines[0]
 
 
-def test_pickle_only_directory_is_refused_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickle_only_directory_is_refused_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = build_tiny("llama")
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
@@ -79,7 +81,9 @@ def test_debug_shows_traceback(unsupported_dir: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_generic_fallback_lists_residual_points(unsupported_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generic_fallback_lists_residual_points(
+    unsupported_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["hooks", str(unsupported_dir), "--generic"]) == 0
     out = capsys.readouterr().out
     assert "blocks.1.hook_resid_post" in out and "blocks.0.hook_attn_out" in out

@@ -202,7 +202,7 @@ class ArchAdapter:
         return self.router is not None and has_submodule(block, self.router)
 
     def eager_attention(self, attn_module: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        """The family's own eager attention function (the one HF uses when ``attn_implementation='eager'``)."""
+        """The family's own eager attention function (what HF runs under ``attn_implementation="eager"``)."""
         return sys.modules[type(attn_module).__module__].eager_attention_forward
 
     def model_sites(self) -> dict[str, Site]:

@@ -69,6 +69,8 @@ class DeepseekV2Adapter(ArchAdapter):
             "top_k": config.num_experts_per_tok,
             "shared_experts": config.n_shared_experts,
             "dense_layers": min(config.first_k_dense_replace, config.num_hidden_layers),
-            "groups": f"{config.topk_group} of {config.n_group}" if config.topk_method != "greedy" else "none",
+            "groups": f"{config.topk_group} of {config.n_group}"
+            if config.topk_method != "greedy"
+            else "none",
             "routed_scaling_factor": config.routed_scaling_factor,
         }

@@ -60,7 +60,7 @@ def _run(fns: list[TapFn], value: torch.Tensor) -> torch.Tensor:
 
 
 def _apply_new_positions(fns: list[TapFn], full: torch.Tensor, q_len: int) -> torch.Tensor:
-    """Hand the last ``q_len`` positions of ``[b, h, p, d]`` as ``[b, p, h, d]``; splice back a replacement."""
+    """Hand the last ``q_len`` positions of ``[b, h, p, d]`` as ``[b, p, h, d]``; splice in a replacement."""
     new = full[:, :, full.shape[2] - q_len :, :].transpose(1, 2)
     out = _run(fns, new)
     if out is new:
@@ -155,9 +155,7 @@ def _uninstall(key: str) -> None:
 
 
 @contextmanager
-def tap(
-    module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn | None = None
-) -> Any:
+def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn | None = None) -> Any:
     """Register tap callbacks on one attention module for the duration of the context.
 
     Args:

@@ -35,13 +35,17 @@ POINTS: tuple[PointDoc, ...] = (
         "Residual stream after the attention sub-layer (input of ln2; post-norm families: normalised).",
     ),
     PointDoc("blocks.{L}.hook_resid_post", "[batch, pos, d_model]", "Residual stream leaving block L."),
-    PointDoc("blocks.{L}.attn.hook_q", "[batch, pos, head, d_head]", "Queries as attention uses them (post-RoPE)."),
+    PointDoc(
+        "blocks.{L}.attn.hook_q", "[batch, pos, head, d_head]", "Queries as attention uses them (post-RoPE)."
+    ),
     PointDoc(
         "blocks.{L}.attn.hook_k",
         "[batch, pos, kv_head, d_head]",
         "Keys of this call's new positions (post-RoPE).",
     ),
-    PointDoc("blocks.{L}.attn.hook_v", "[batch, pos, kv_head, d_head_v]", "Values of this call's new positions."),
+    PointDoc(
+        "blocks.{L}.attn.hook_v", "[batch, pos, kv_head, d_head_v]", "Values of this call's new positions."
+    ),
     PointDoc(
         "blocks.{L}.attn.hook_attn_scores",
         "[batch, head, q_pos, k_pos]",
@@ -53,9 +57,15 @@ POINTS: tuple[PointDoc, ...] = (
         "Attention weights the module returns; needs eager attention (switched on while requested). "
         "With learned sinks rows sum to less than one (read-only).",
     ),
-    PointDoc("blocks.{L}.attn.hook_z", "[batch, pos, head, d_head_v]", "Per-head attention output before o_proj."),
-    PointDoc("blocks.{L}.hook_attn_out", "[batch, pos, d_model]", "Attention sub-layer output (after o_proj)."),
-    PointDoc("blocks.{L}.mlp.hook_post", "[batch, pos, d_mlp]", "Dense MLP hidden activation (input of down_proj)."),
+    PointDoc(
+        "blocks.{L}.attn.hook_z", "[batch, pos, head, d_head_v]", "Per-head attention output before o_proj."
+    ),
+    PointDoc(
+        "blocks.{L}.hook_attn_out", "[batch, pos, d_model]", "Attention sub-layer output (after o_proj)."
+    ),
+    PointDoc(
+        "blocks.{L}.mlp.hook_post", "[batch, pos, d_mlp]", "Dense MLP hidden activation (input of down_proj)."
+    ),
     PointDoc("blocks.{L}.hook_mlp_out", "[batch, pos, d_model]", "MLP or MoE sub-layer output."),
     PointDoc(
         "blocks.{L}.moe.hook_router_logits",
@@ -82,13 +92,21 @@ POINTS: tuple[PointDoc, ...] = (
         "[batch, kv_head, kv_pos, d_head]",
         "Keys this call attends to: the KV cache after its update (read-only).",
     ),
-    PointDoc("blocks.{L}.kv.value", "[batch, kv_head, kv_pos, d_head_v]", "Values this call attends to (read-only)."),
+    PointDoc(
+        "blocks.{L}.kv.value",
+        "[batch, kv_head, kv_pos, d_head_v]",
+        "Values this call attends to (read-only).",
+    ),
     PointDoc(
         "blocks.{L}.kv.latent",
         "[batch, 1, kv_pos, kv_lora_rank]",
         "MLA only: the normalised compressed KV as the cache holds it (input of kv_b_proj).",
     ),
-    PointDoc("ln_final.hook_normalized", "[batch, pos, d_model]", "Output of the final norm (input of the unembedding)."),
+    PointDoc(
+        "ln_final.hook_normalized",
+        "[batch, pos, d_model]",
+        "Output of the final norm (input of the unembedding).",
+    ),
 )
 
 _BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")

@@ -83,7 +83,9 @@ def wrap_native(model: WorkbenchModel) -> Any:
     raise WorkbenchError(f"unknown backend {model.backend!r}; use 'hf', 'tl' or 'nnsight'")
 
 
-def _read_tl(model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+def _read_tl(
+    model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]
+) -> dict[str, torch.Tensor]:
     tl_names = {name: _tl_name(model, name) for name in names}
     wanted = set(tl_names.values())
     for name in names:  # expert weights come back dense over experts; gather needs the indices
@@ -96,9 +98,10 @@ def _read_tl(model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[
     out: dict[str, torch.Tensor] = {}
     for name, tl_name in tl_names.items():
         value = cache[tl_name]
-        if name.endswith("moe.hook_expert_weights") and value.shape[-1] == model.adapter.moe_facts(model.config)[
-            "experts"
-        ]:
+        if (
+            name.endswith("moe.hook_expert_weights")
+            and value.shape[-1] == model.adapter.moe_facts(model.config)["experts"]
+        ):
             value = value.gather(-1, cache[_tl_name(model, name.replace("weights", "indices"))])
         out[name] = value
     return out
@@ -112,7 +115,9 @@ def _execution_order(model: WorkbenchModel, names: list[str]) -> list[tuple[str,
     for name in names:
         point = model.points[name]
         if point.site.kind == "tap":
-            raise HookPointError(f"{name} is inside the attention function; nnsight serves module points only")
+            raise HookPointError(
+                f"{name} is inside the attention function; nnsight serves module points only"
+            )
 
         def record(*args: Any, name: str = name) -> None:
             output = args[-1]

@@ -51,7 +51,12 @@ def _model_class(config: Any) -> Any:
 
 
 def _from_pretrained(
-    location: str, *, dtype: torch.dtype | None, device_map: Any, trust_remote_code: bool, revision: str | None,
+    location: str,
+    *,
+    dtype: torch.dtype | None,
+    device_map: Any,
+    trust_remote_code: bool,
+    revision: str | None,
     allow_generic: bool,
 ) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoTokenizer
@@ -71,8 +76,14 @@ def _from_pretrained(
 
 
 def _load_source(
-    source: str | Path, *, dtype: torch.dtype | None, device_map: Any, trust_remote_code: bool,
-    allow_pickle: bool, revision: str | None, allow_generic: bool,
+    source: str | Path,
+    *,
+    dtype: torch.dtype | None,
+    device_map: Any,
+    trust_remote_code: bool,
+    allow_pickle: bool,
+    revision: str | None,
+    allow_generic: bool,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
     if text in ZOO:
@@ -84,24 +95,32 @@ def _load_source(
         _check_weights(directory, allow_pickle)
         location, label = str(directory), str(directory)
     elif Path(text).expanduser().exists() or not HUB_ID.match(text):
-        raise ModelNotFoundError(f"{text!r} is neither a zoo name ({', '.join(ZOO)}), a model directory nor a hub id")
+        raise ModelNotFoundError(
+            f"{text!r} is neither a zoo name ({', '.join(ZOO)}), a model directory nor a hub id"
+        )
     else:
         location, label = text, text
     try:
         model, tokenizer = _from_pretrained(
-            location, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, revision=revision,
+            location,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
             allow_generic=allow_generic,
         )
     except OSError as exc:
         if location == text and not Path(text).exists():
             raise ModelNotFoundError(
-                f"could not load hub id {text!r} (hub unreachable or no such model); download it where the hub "
-                "is reachable and pass its local directory instead, e.g. `workbench card ./models/NAME`"
+                f"could not load hub id {text!r} (hub unreachable or no such model); download it where the "
+                "hub is reachable and pass its local directory instead, e.g. `workbench card ./models/NAME`"
             ) from exc
         raise ModelNotFoundError(f"could not load {label!r}: {str(exc).splitlines()[0]}") from exc
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise WorkbenchError(f"{label!r} needs custom code; pass trust_remote_code=True if you trust it") from exc
+            raise WorkbenchError(
+                f"{label!r} needs custom code; pass trust_remote_code=True if you trust it"
+            ) from exc
         raise
     return model, tokenizer, label
 
@@ -151,8 +170,13 @@ def load(
     native: Any = None
     if isinstance(source, str | Path):
         model, loaded_tok, label = _load_source(
-            source, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle, revision=revision, allow_generic=allow_generic,
+            source,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            revision=revision,
+            allow_generic=allow_generic,
         )
         tokenizer = tokenizer or loaded_tok
     elif type(source).__name__ == "TransformerBridge":
@@ -170,4 +194,6 @@ def load(
     if dtype is not None and device_map is None:
         model = model.to(dtype)
     model.eval()
-    return WorkbenchModel(model, tokenizer, source=label, backend=backend, native=native, allow_generic=allow_generic)
+    return WorkbenchModel(
+        model, tokenizer, source=label, backend=backend, native=native, allow_generic=allow_generic
+    )

@@ -45,7 +45,13 @@ class WorkbenchModel:
     """
 
     def __init__(
-        self, hf: nn.Module, tokenizer: Any, *, source: str, backend: str = "hf", native: Any = None,
+        self,
+        hf: nn.Module,
+        tokenizer: Any,
+        *,
+        source: str,
+        backend: str = "hf",
+        native: Any = None,
         allow_generic: bool = False,
     ) -> None:
         self.hf = hf

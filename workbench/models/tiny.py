@@ -40,17 +40,30 @@ def tiny_config(family: str) -> Any:
         return tf.OlmoeConfig(**c, **_MOE, num_experts=8)
     if family == "qwen2_moe":
         return tf.Qwen2MoeConfig(
-            **c, **_MOE, num_experts=4, moe_intermediate_size=48, shared_expert_intermediate_size=64,
+            **c,
+            **_MOE,
+            num_experts=4,
+            moe_intermediate_size=48,
+            shared_expert_intermediate_size=64,
             mlp_only_layers=[0],
         )
     if family == "qwen3_moe":
         return tf.Qwen3MoeConfig(**c, **_MOE, num_experts=4, moe_intermediate_size=48, norm_topk_prob=True)
     if family in ("deepseek_v2", "deepseek_v3"):
         mla = {
-            "kv_lora_rank": 32, "q_lora_rank": None if family == "deepseek_v2" else 48, "qk_rope_head_dim": 8,
-            "qk_nope_head_dim": 16, "v_head_dim": 16, "n_routed_experts": 8, "n_shared_experts": 1,
-            "moe_intermediate_size": 32, "first_k_dense_replace": 1, "n_group": 4, "topk_group": 2,
-            "routed_scaling_factor": 2.5, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "kv_lora_rank": 32,
+            "q_lora_rank": None if family == "deepseek_v2" else 48,
+            "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 16,
+            "v_head_dim": 16,
+            "n_routed_experts": 8,
+            "n_shared_experts": 1,
+            "moe_intermediate_size": 32,
+            "first_k_dense_replace": 1,
+            "n_group": 4,
+            "topk_group": 2,
+            "routed_scaling_factor": 2.5,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
         }
         common = {**c, "num_key_value_heads": 4, **_MOE, **mla}
         if family == "deepseek_v2":
@@ -58,25 +71,56 @@ def tiny_config(family: str) -> Any:
         return tf.DeepseekV3Config(**common, norm_topk_prob=True)
     if family == "gpt_oss":
         return tf.GptOssConfig(
-            **{**c, "head_dim": 16}, **_MOE, num_local_experts=4, sliding_window=8,
+            **{**c, "head_dim": 16},
+            **_MOE,
+            num_local_experts=4,
+            sliding_window=8,
             layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={  # YaRN as released, scaled down: 8 original positions x 32 = 256
+                "rope_type": "yarn",
+                "rope_theta": 150000.0,
+                "factor": 32.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "original_max_position_embeddings": 8,
+            },
         )
     if family == "granitemoe":
         return tf.GraniteMoeConfig(
-            **c, **_MOE, num_local_experts=4, embedding_multiplier=2.0, residual_multiplier=0.5,
-            attention_multiplier=0.2, logits_scaling=4.0,
+            **c,
+            **_MOE,
+            num_local_experts=4,
+            embedding_multiplier=2.0,
+            residual_multiplier=0.5,
+            attention_multiplier=0.2,
+            logits_scaling=4.0,
         )
     if family == "bert":
         return tf.BertConfig(
-            pad_token_id=0, vocab_size=VOCAB, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+            pad_token_id=0,
+            vocab_size=VOCAB,
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=96,
             max_position_embeddings=256,
         )
     raise KeyError(f"no tiny config for family {family!r}")
 
 
 TINY_FAMILIES: tuple[str, ...] = (
-    "gpt2", "llama", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-    "granitemoe", "bert",
+    "gpt2",
+    "llama",
+    "mixtral",
+    "olmoe",
+    "qwen2_moe",
+    "qwen3_moe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gpt_oss",
+    "granitemoe",
+    "bert",
 )
 
 

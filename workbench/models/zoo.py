@@ -61,5 +61,7 @@ def resolve_zoo(name: str) -> Path:
         raise ModelNotFoundError(f"zoo model {name!r}: {weights} is missing")
     actual = sha256_file(weights)
     if actual != entry.sha256:
-        raise ModelNotFoundError(f"zoo model {name!r}: weights hash {actual[:12]} != recorded {entry.sha256[:12]}")
+        raise ModelNotFoundError(
+            f"zoo model {name!r}: weights hash {actual[:12]} != recorded {entry.sha256[:12]}"
+        )
     return directory

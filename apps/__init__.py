@@ -1,0 +1,1 @@
+"""The Streamlit app (run with ``streamlit run apps/workbench_app.py``)."""

@@ -1,0 +1,23 @@
+"""docs/ matches the code: the hook-point page is regenerated and compared; the architecture page names
+every module it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.hooks.docs import render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_hook_points_page_is_current() -> None:
+    assert (ROOT / "docs/hook_points.md").read_text() == render(), "run `make docs`"
+
+
+def test_architecture_page_names_every_module() -> None:
+    text = (ROOT / "docs/architecture.md").read_text()
+    modules = [
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "workbench").rglob("*.py") if p.name != "__init__.py"
+    ]
+    missing = [m for m in modules if m not in text and m != "workbench/__main__.py"]
+    assert not missing, f"docs/architecture.md does not describe {missing}"

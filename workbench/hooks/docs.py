@@ -1,0 +1,65 @@
+"""Generate ``docs/hook_points.md`` from the code (``make docs``)."""
+
+from __future__ import annotations
+
+import re
+
+from workbench.arch import ADAPTERS
+from workbench.hooks.points import POINTS
+from workbench.models.backends import _TL_BLOCK, _TL_MODEL
+
+_LAYER = re.compile(r"^blocks\.\d+\.")
+
+
+def _family_points() -> tuple[dict[str, set[str]], set[str]]:
+    """Point templates each family offers (read from tiny random-init models of its real HF class), and
+    the templates served by the attention tap rather than a module boundary."""
+    import workbench
+    from workbench.models.tiny import TINY_FAMILIES, build_tiny
+
+    offered, taps = {}, set()
+    for family in TINY_FAMILIES:
+        model = workbench.load(build_tiny(family))
+        offered[family] = {_LAYER.sub("blocks.{L}.", name) for name in model.points}
+        taps |= {_LAYER.sub("blocks.{L}.", n) for n, p in model.points.items() if p.site.kind == "tap"}
+    return offered, taps
+
+
+def _backends(template: str, taps: set[str]) -> str:
+    suffix = template.removeprefix("blocks.{L}.")
+    tl = suffix in _TL_BLOCK or template in _TL_MODEL or suffix in ("attn.hook_q", "attn.hook_k")
+    return ", ".join(b for b, ok in (("hf", True), ("tl", tl), ("nnsight", template not in taps)) if ok)
+
+
+def render() -> str:
+    """The markdown page."""
+    offered, taps = _family_points()
+    families = list(offered)
+    lines = [
+        "# Hook points",
+        "",
+        "Generated from `workbench/hooks/points.py` and the adapters by `make docs`;",
+        "a test keeps it current.",
+        "",
+        "Names follow TransformerLens (`blocks.{L}.hook_resid_pre` ...); `moe.*` and `kv.*` are the",
+        "workbench's additions. A hook function `fn(tensor, name)` returning a tensor replaces the value,",
+        "except on read-only points. `tokens` is `batch x pos` flattened row-major, as routers see them.",
+        "",
+        "| point | shape | meaning | backends |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{p.name}` | {p.shape} | {p.meaning} | {_backends(p.name, taps)} |" for p in POINTS]
+    lines += ["", "## Points per family", "", "| point | " + " | ".join(families) + " |"]
+    lines += ["|---|" + "---|" * len(families)]
+    for point in POINTS:
+        marks = ["x" if point.name in offered[f] else "" for f in families]
+        lines.append(f"| `{point.name}` | " + " | ".join(marks) + " |")
+    lines += ["", "## Adapters", ""]
+    for adapter in ADAPTERS:
+        path = f"workbench/arch/{adapter.__module__.split('.')[-1]}.py"
+        lines.append(f"- `{adapter.family}` ({', '.join(adapter.model_types)}): `{path}`")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
