@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODEL ?= gpt2-tiny
+MODEL ?= minilm
 
 .PHONY: run test lint docs install clean
 

@@ -93,11 +93,22 @@ def main(model: Annotated[str, typer.Argument(help="Model to run on.")] = DEFAUL
     console.print(table)
 
 
+def _quiet_libraries() -> None:
+    """Keep the hub's retry chatter and transformers' advice off stderr, so errors stay one line."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as tf_logging
+
+    hub_logging.set_verbosity_error()
+    tf_logging.set_verbosity_error()
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (``--debug`` anywhere shows tracebacks)."""
+    """Run the CLI and return its exit code (``--debug`` anywhere shows tracebacks and library logs)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if not debug:
+        _quiet_libraries()
     try:
         app(args=args, prog_name="workbench", standalone_mode=False)
     except WorkbenchError as exc:
