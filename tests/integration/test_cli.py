@@ -87,3 +87,16 @@ def test_generic_fallback_lists_residual_points(
     assert run(["hooks", str(unsupported_dir), "--generic"]) == 0
     out = capsys.readouterr().out
     assert "blocks.1.hook_resid_post" in out and "blocks.0.hook_attn_out" in out
+
+
+def test_generic_fallback_values_equal_hf_hidden_states(unsupported_dir: Path) -> None:
+    import workbench
+
+    model = workbench.load(str(unsupported_dir), allow_generic=True)
+    assert model.adapter.family == "generic"
+    ids = torch.randint(0, 128, (1, 5), generator=torch.Generator().manual_seed(0))
+    values = model.read(ids, r"blocks\.\d+\.hook_resid_(pre|post)")
+    with torch.no_grad():
+        hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
+    assert torch.equal(values["blocks.0.hook_resid_pre"], hidden[0])
+    assert torch.equal(values["blocks.0.hook_resid_post"], hidden[1])

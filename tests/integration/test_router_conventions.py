@@ -8,19 +8,10 @@ import pytest
 import torch
 
 import workbench
-from workbench.arch import RouterConvention
+from workbench.arch import ADAPTERS, RouterConvention
 from workbench.models.tiny import build_tiny
 
-MOE_FAMILIES = (
-    "mixtral",
-    "olmoe",
-    "qwen2_moe",
-    "qwen3_moe",
-    "deepseek_v2",
-    "deepseek_v3",
-    "gpt_oss",
-    "granitemoe",
-)
+MOE_FAMILIES = tuple(a.family for a in ADAPTERS if a.router_convention is not None)
 
 
 def expected_selection(

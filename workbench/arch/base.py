@@ -135,6 +135,7 @@ class ArchAdapter:
     norm_placement: ClassVar[Literal["pre", "post"]] = "pre"
     causal: ClassVar[bool] = True
     router_convention: ClassVar[RouterConvention | None] = None
+    n_experts_attr: ClassVar[str | None] = None  # config attribute holding the routed expert count
 
     # ----------------------------------------------------------------- config facts
     def n_layers(self, config: Any) -> int:
@@ -173,9 +174,24 @@ class ArchAdapter:
         per_layer = self.n_kv_heads(config) * (self.head_dim(config) + self.v_head_dim(config))
         return self.n_layers(config) * per_layer
 
+    def n_shared_experts(self, config: Any) -> int:
+        """Shared (always-on) experts per MoE layer."""
+        return 0
+
+    def n_dense_layers(self, config: Any) -> int:
+        """Layers of an MoE model that keep a dense MLP."""
+        return 0
+
     def moe_facts(self, config: Any) -> dict[str, Any]:
-        """MoE fields of the card (empty for dense families)."""
-        return {}
+        """MoE fields of the card: experts, top-k, shared experts, dense layers (empty for dense families)."""
+        if self.n_experts_attr is None:
+            return {}
+        return {
+            "experts": getattr(config, self.n_experts_attr),
+            "top_k": config.num_experts_per_tok,
+            "shared_experts": self.n_shared_experts(config),
+            "dense_layers": self.n_dense_layers(config),
+        }
 
     def sliding_window(self, config: Any) -> int | None:
         """Sliding-window size if any layer uses one."""

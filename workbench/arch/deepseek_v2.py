@@ -34,6 +34,7 @@ class DeepseekV2Adapter(ArchAdapter):
     router: ClassVar[str | None] = "mlp.gate"
     experts: ClassVar[str | None] = "mlp.experts"
     shared_experts: ClassVar[str | None] = "mlp.shared_experts"
+    n_experts_attr: ClassVar[str | None] = "n_routed_experts"
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax",
         topk_on="probs",
@@ -62,15 +63,19 @@ class DeepseekV2Adapter(ArchAdapter):
         """Adds ``kv.latent``: the compressed KV as cached (input of ``kv_b_proj``)."""
         return {**super().block_sites(block), "kv.latent": Site("self_attn.kv_b_proj", "input")}
 
+    def n_shared_experts(self, config: Any) -> int:
+        """``n_shared_experts`` always-on experts."""
+        return int(config.n_shared_experts)
+
+    def n_dense_layers(self, config: Any) -> int:
+        """The first ``first_k_dense_replace`` layers are dense."""
+        return min(config.first_k_dense_replace, config.num_hidden_layers)
+
     def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts, top-k, shared experts, dense layers and group limits."""
+        """The common MoE fields plus group limits and the routed scaling factor."""
+        grouped = getattr(config, "topk_method", "group_limited") != "greedy"
         return {
-            "experts": config.n_routed_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": config.n_shared_experts,
-            "dense_layers": min(config.first_k_dense_replace, config.num_hidden_layers),
-            "groups": f"{config.topk_group} of {config.n_group}"
-            if config.topk_method != "greedy"
-            else "none",
+            **super().moe_facts(config),
+            "groups": f"{config.topk_group} of {config.n_group}" if grouped else "none",
             "routed_scaling_factor": config.routed_scaling_factor,
         }

@@ -8,7 +8,7 @@ of the chosen experts, renormalised when ``norm_topk_prob``, times ``routed_scal
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from workbench.arch.base import RouterConvention
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
@@ -27,14 +27,3 @@ class DeepseekV3Adapter(DeepseekV2Adapter):
         group_limited=True,
         scaling_factor_attr="routed_scaling_factor",
     )
-
-    def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts, top-k, shared experts, dense layers and group limits."""
-        return {
-            "experts": config.n_routed_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": config.n_shared_experts,
-            "dense_layers": min(config.first_k_dense_replace, config.num_hidden_layers),
-            "groups": f"{config.topk_group} of {config.n_group}",
-            "routed_scaling_factor": config.routed_scaling_factor,
-        }

@@ -11,7 +11,7 @@ indices)``: top-k on raw logits, then softmax over the k chosen logits. The MLP 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from workbench.arch.base import ArchAdapter, RouterConvention
 
@@ -26,15 +26,7 @@ class GptOssAdapter(ArchAdapter):
     learned_sinks: ClassVar[str | None] = "self_attn.sinks"
     mlp_down: ClassVar[str | None] = None
     mlp_output_index: ClassVar[int | None] = 0
+    n_experts_attr: ClassVar[str | None] = "num_local_experts"
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax_over_topk", topk_on="logits", renormalise="never", router_bias=True
     )
-
-    def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts and top-k."""
-        return {
-            "experts": config.num_local_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": 0,
-            "dense_layers": 0,
-        }

@@ -22,19 +22,15 @@ class GraniteMoeAdapter(ArchAdapter):
     mlp_down: ClassVar[str | None] = None
     router: ClassVar[str | None] = "block_sparse_moe.router"
     experts: ClassVar[str | None] = "block_sparse_moe.experts"
+    n_experts_attr: ClassVar[str | None] = "num_local_experts"
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax_over_topk", topk_on="logits", renormalise="never"
     )
 
     def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts, top-k and the muP multipliers that shape the forward pass."""
-        return {
-            "experts": config.num_local_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": 0,
-            "dense_layers": 0,
-            "multipliers": (
-                f"embedding {config.embedding_multiplier}, residual {config.residual_multiplier}, "
-                f"attention {config.attention_multiplier}, logits 1/{config.logits_scaling}"
-            ),
-        }
+        """The common MoE fields plus the muP multipliers that shape the forward pass."""
+        multipliers = (
+            f"embedding {config.embedding_multiplier}, residual {config.residual_multiplier}, "
+            f"attention {config.attention_multiplier}, logits 1/{config.logits_scaling}"
+        )
+        return {**super().moe_facts(config), "multipliers": multipliers}

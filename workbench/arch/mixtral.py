@@ -7,7 +7,7 @@ Experts are fused 3-D weights in ``mlp.experts``; no shared expert.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from workbench.arch.base import ArchAdapter, RouterConvention
 
@@ -20,15 +20,7 @@ class MixtralAdapter(ArchAdapter):
     router: ClassVar[str | None] = "mlp.gate"
     experts: ClassVar[str | None] = "mlp.experts"
     mlp_down: ClassVar[str | None] = None
+    n_experts_attr: ClassVar[str | None] = "num_local_experts"
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax", topk_on="probs", renormalise="always"
     )
-
-    def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts, top-k and the routing rule."""
-        return {
-            "experts": config.num_local_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": 0,
-            "dense_layers": 0,
-        }

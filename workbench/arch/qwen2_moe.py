@@ -31,15 +31,15 @@ class Qwen2MoeAdapter(ArchAdapter):
     router: ClassVar[str | None] = "mlp.gate"
     experts: ClassVar[str | None] = "mlp.experts"
     shared_experts: ClassVar[str | None] = "mlp.shared_expert"
+    n_experts_attr: ClassVar[str | None] = "num_experts"
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax", topk_on="probs", renormalise="flag"
     )
 
-    def moe_facts(self, config: Any) -> dict[str, Any]:
-        """Experts, top-k, shared expert and dense layers."""
-        return {
-            "experts": config.num_experts,
-            "top_k": config.num_experts_per_tok,
-            "shared_experts": 1,
-            "dense_layers": config.num_hidden_layers - sparse_layer_count(config),
-        }
+    def n_shared_experts(self, config: Any) -> int:
+        """One sigmoid-gated shared expert."""
+        return 1
+
+    def n_dense_layers(self, config: Any) -> int:
+        """Layers in ``mlp_only_layers`` or off the ``decoder_sparse_step`` grid."""
+        return config.num_hidden_layers - sparse_layer_count(config)
