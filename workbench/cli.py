@@ -13,6 +13,8 @@ from rich.table import Table
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
+app.add_typer(zoo_app, name="zoo")
 console = Console()
 DEFAULT_MODEL = "minilm"
 
@@ -100,6 +102,44 @@ def _quiet_libraries() -> None:
 
     hub_logging.set_verbosity_error()
     tf_logging.set_verbosity_error()
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo with sizes, provenance and hash status."""
+    from workbench.zoo.registry import WEIGHTS, check, zoo
+
+    table = Table(title="Model zoo")
+    for column in ("name", "kind", "MB", "status", "description"):
+        table.add_column(column)
+    for entry in zoo().values():
+        weights = entry.path() / WEIGHTS
+        size = f"{weights.stat().st_size / 1e6:.1f}" if weights.is_file() else "-"
+        table.add_row(entry.name, entry.kind, size, check(entry) or "ok", entry.description)
+    console.print(table)
+
+
+@zoo_app.command("verify")
+def zoo_verify() -> None:
+    """Check every zoo model's weights against the recorded sha256; exit 2 on any mismatch."""
+    from workbench.zoo.registry import check, zoo
+
+    problems = {name: check(entry) for name, entry in zoo().items()}
+    for name, problem in problems.items():
+        console.print(f"{name}: {problem or 'ok'}")
+    bad = [n for n, p in problems.items() if p]
+    if bad:
+        raise WorkbenchError(f"zoo verification failed for {', '.join(bad)}")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    names: Annotated[list[str], typer.Argument(help="Entries to rebuild (or 'tokenizers').")],
+) -> None:
+    """Rebuild zoo entries from their seeds (fetches the corpus with apt-get; trains on this CPU)."""
+    from workbench.zoo.build import build
+
+    build(names)
 
 
 def run(argv: list[str] | None = None) -> int:

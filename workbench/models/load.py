@@ -17,7 +17,7 @@ from torch import nn
 from workbench.arch import SUPPORTED_MODEL_TYPES, unsupported_message
 from workbench.errors import ModelNotFoundError, UnsafeCheckpointError, UnsupportedFamilyError, WorkbenchError
 from workbench.models.model import WorkbenchModel
-from workbench.models.zoo import ZOO, resolve_zoo
+from workbench.zoo.registry import resolve_zoo, zoo
 
 Backend = Literal["hf", "tl", "nnsight"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -86,7 +86,7 @@ def _load_source(
     allow_generic: bool,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
-    if text in ZOO:
+    if text in zoo():
         location, label = str(resolve_zoo(text)), text
     elif Path(text).expanduser().is_dir():
         directory = Path(text).expanduser()
@@ -96,7 +96,7 @@ def _load_source(
         location, label = str(directory), str(directory)
     elif Path(text).expanduser().exists() or not HUB_ID.match(text):
         raise ModelNotFoundError(
-            f"{text!r} is neither a zoo name ({', '.join(ZOO)}), a model directory nor a hub id"
+            f"{text!r} is neither a zoo name ({', '.join(zoo())}), a model directory nor a hub id"
         )
     else:
         location, label = text, text

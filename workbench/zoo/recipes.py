@@ -1,0 +1,99 @@
+"""Recipes of the trained zoo models: HF class and config, tokenizer, optimisation, seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import transformers as tf
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one zoo model is trained.
+
+    Attributes:
+        name: Zoo name.
+        description: One line for ``workbench zoo list``.
+        config_class: Name of the transformers config class.
+        config: Keyword arguments of that config (vocabulary size comes from the tokenizer).
+        tokenizer: Zoo tokenizer name.
+        steps: Optimiser steps.
+        batch: Sequences per step (equal counts per domain).
+        seq_len: Tokens per sequence.
+        lr: Peak AdamW learning rate (linear warm-up over 5% of steps, cosine decay to 10%).
+        seed: Torch and data seed.
+        balance_coef: Weight of the per-layer Switch balance loss (MoE only).
+        early_checkpoint: Also save the model after this share of the steps, as ``NAME-early``.
+    """
+
+    name: str
+    description: str
+    config_class: str
+    config: dict[str, Any]
+    tokenizer: str = "bpe-4096"
+    steps: int = 2000
+    batch: int = 15
+    seq_len: int = 128
+    lr: float = 3e-3
+    seed: int = 0
+    balance_coef: float = 0.0
+    early_checkpoint: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build_config(self, vocab_size: int) -> Any:
+        """The HF config for a tokenizer of ``vocab_size``."""
+        ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+        return getattr(tf, self.config_class)(vocab_size=vocab_size, **ids, **self.config)
+
+
+_ATTN = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "tiny-llama",
+            "dense Llama, 4 layers, d_model 128, GQA 4/2, byte-level BPE 4096",
+            "LlamaConfig",
+            {**_ATTN, "intermediate_size": 344},
+        ),
+        Recipe(
+            "tiny-llama-unigram",
+            "tiny-llama's recipe with the matched Unigram 4096 tokenizer",
+            "LlamaConfig",
+            {**_ATTN, "intermediate_size": 344},
+            tokenizer="unigram-4096",
+        ),
+        Recipe(
+            "tiny-moe",
+            "Mixtral-style MoE, 8 experts top-2 in 4 layers, per-layer balance loss",
+            "MixtralConfig",
+            {**_ATTN, "intermediate_size": 96, "num_local_experts": 8, "num_experts_per_tok": 2},
+            balance_coef=0.02,
+            early_checkpoint=0.1,
+        ),
+        Recipe(
+            "tiny-moe-shared",
+            "Qwen2-MoE-style: 8 routed experts top-2 plus a gated shared expert, 4 layers",
+            "Qwen2MoeConfig",
+            {
+                **_ATTN,
+                "intermediate_size": 128,
+                "moe_intermediate_size": 64,
+                "shared_expert_intermediate_size": 128,
+                "num_experts": 8,
+                "num_experts_per_tok": 2,
+                "norm_topk_prob": False,
+            },
+            balance_coef=0.02,
+        ),
+    )
+}
