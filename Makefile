@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODEL ?= minilm
+MODEL ?= tiny-moe
 
 .PHONY: run test lint docs install clean
 

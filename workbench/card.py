@@ -117,6 +117,15 @@ def _router_rule(model: WorkbenchModel) -> str | None:
     return ", ".join(parts)
 
 
+def _sink_mechanism(model: WorkbenchModel) -> str:
+    if model.adapter.learned_sinks:
+        return "learned per-head sink logit"
+    planted = getattr(model.config, "planted_sink_heads", None)  # zoo ground truth (planted-sink)
+    if planted:
+        return "planted heads " + ", ".join(f"L{layer}H{head}" for layer, head in planted)
+    return "none (emergent only)"
+
+
 def _tokenizer_rows(card_: Card, model: WorkbenchModel) -> None:
     tok = model.tokenizer
     card_.add("tokenizer", "vocab_size", model.config.vocab_size)
@@ -155,10 +164,7 @@ def card(model: WorkbenchModel) -> Card:
         ("rope_scaling", scaling if adapter.positional == "rope" else None),
         ("context_length", adapter.context_length(config)),
         ("sliding_window", adapter.sliding_window(config)),
-        (
-            "attention_sinks",
-            "learned per-head sink logit" if adapter.learned_sinks else "none (emergent only)",
-        ),
+        ("attention_sinks", _sink_mechanism(model)),
         ("norm", f"{adapter.norm_type} ({adapter.norm_placement}-norm)"),
         ("activation", adapter.activation(config)),
         ("tied_embeddings", bool(getattr(config, "tie_word_embeddings", False))),

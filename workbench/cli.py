@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-
 zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
 app.add_typer(zoo_app, name="zoo")
 console = Console()
-DEFAULT_MODEL = "minilm"
+DEFAULT_MODEL = "tiny-moe"
 
 ModelArg = Annotated[str, typer.Argument(help="Zoo name, local model directory or hub id.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the repository's own code.")]

@@ -15,6 +15,7 @@ from workbench.zoo.registry import MODELS_DIR, WEIGHTS, zoo
 
 HELDOUT = MODELS_DIR.parent / "heldout"
 ZOO_NAMES = [name for name, entry in zoo().items() if entry.kind != "pypi"]
+ALL_NAMES = list(zoo())
 MAX_COMMITTED_MB = 40
 
 
@@ -43,7 +44,7 @@ def test_committed_weights_fit_the_budget() -> None:
     assert total / 1e6 <= MAX_COMMITTED_MB
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 @pytest.mark.parametrize("backend", ["hf", "tl", "nnsight"])
 def test_zoo_model_loads_in_every_backend(name: str, backend: str) -> None:
     reference = workbench.load(name)
@@ -108,3 +109,30 @@ def test_tiny_moe_routing_is_balanced_and_domain_specialised() -> None:
         round(r["mi_over_domain_entropy"], 4) for r in rows
     ]
     assert "random init, 5 seeds" in (MODELS_DIR / "tiny-moe" / "MODEL_CARD.md").read_text()
+
+
+def test_training_is_deterministic_from_the_seed() -> None:
+    import dataclasses
+
+    from workbench.zoo.build import load_tokenizer
+    from workbench.zoo.recipes import RECIPES
+    from workbench.zoo.train import train
+
+    recipe = dataclasses.replace(RECIPES["tiny-moe"], steps=3, batch=5, seq_len=32, early_checkpoint=None)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    docs = load_heldout_sample(HELDOUT)
+    first, facts = train(recipe, tokenizer, docs)
+    second, _ = train(recipe, tokenizer, docs)
+    assert facts["tokens_seen"] == 3 * 5 * 32
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_planted_sink_rebuilds_to_the_committed_weights() -> None:
+    from workbench.zoo.build import load_tokenizer
+    from workbench.zoo.planted import build_planted_sink
+
+    committed = workbench.load("planted-sink").hf.state_dict()
+    rebuilt = build_planted_sink(load_tokenizer("bpe-4096")).state_dict()
+    assert committed.keys() == rebuilt.keys()
+    assert all(torch.equal(committed[k], rebuilt[k]) for k in committed)

@@ -221,6 +221,10 @@ class ArchAdapter:
         """The family's own eager attention function (what HF runs under ``attn_implementation="eager"``)."""
         return sys.modules[type(attn_module).__module__].eager_attention_forward
 
+    def tl_module(self, hf_model: nn.Module) -> tuple[nn.Module, str]:
+        """The module and architecture name to hand TransformerLens's bridge (default: the model itself)."""
+        return hf_model, type(hf_model).__name__
+
     def model_sites(self) -> dict[str, Site]:
         """Model-level hook points and where they live."""
         sites = {"hook_embed": Site(self.embed)}

@@ -7,12 +7,18 @@ blocks ``encoder.layer``. Each block: ``attention.self`` (q/k/v and the attentio
 ``output`` (dense, then LayerNorm of the residual sum). Post-norm means ``hook_resid_mid`` is the
 normalised stream after the attention sub-layer and ``hook_resid_post`` the block output; there is no
 final norm. No KV cache in encoder use.
+
+TransformerLens's bridge knows BERT only with its masked-LM head (``BertForMaskedLM``). A head-less
+``BertModel`` (such as all-MiniLM-L6-v2) is handed to it inside a ``BertForMaskedLM`` whose ``bert`` is the
+model itself: every encoder hook point reads the real weights; the bridge's logits come from an untrained
+head and mean nothing.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import transformers as tf
 from torch import nn
 
 from workbench.arch.base import ArchAdapter, Site
@@ -40,6 +46,14 @@ class BertAdapter(ArchAdapter):
     norm_type: ClassVar[str] = "LayerNorm"
     norm_placement: ClassVar[str] = "post"
     causal: ClassVar[bool] = False
+
+    def tl_module(self, hf_model: nn.Module) -> tuple[nn.Module, str]:
+        """Wrap a head-less ``BertModel`` in ``BertForMaskedLM`` (see the module docstring)."""
+        if not isinstance(hf_model, tf.BertModel):
+            return super().tl_module(hf_model)
+        wrapper = tf.BertForMaskedLM(hf_model.config).eval()
+        wrapper.bert = hf_model
+        return wrapper, "BertForMaskedLM"
 
     def block_sites(self, block: nn.Module) -> dict[str, Site]:
         """Post-norm: attention and MLP outputs are the dense outputs before the residual LayerNorm."""

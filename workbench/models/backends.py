@@ -69,10 +69,10 @@ def wrap_native(model: WorkbenchModel) -> Any:
     if model.backend == "tl":
         from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
-        architecture = type(model.hf).__name__
+        module, architecture = model.adapter.tl_module(model.hf)
         try:
             return build_bridge_from_module(
-                model.hf, architecture, hf_config=model.config, tokenizer=model.tokenizer
+                module, architecture, hf_config=model.config, tokenizer=model.tokenizer
             )
         except Exception as exc:
             raise WorkbenchError(f"TransformerBridge cannot wrap {architecture}: {exc}") from exc

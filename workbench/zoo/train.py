@@ -122,12 +122,14 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
-            last["train_loss"] = float(out.loss)
+            last["train_loss"] = out.loss.item()
             if early is not None and step + 1 == early and on_checkpoint is not None:
                 model.eval()
                 on_checkpoint(model, step + 1)
                 model.train()
-            progress.update(task, advance=1, description=f"training {recipe.name} loss {float(out.loss):.3f}")
+            progress.update(
+                task, advance=1, description=f"training {recipe.name} loss {last['train_loss']:.3f}"
+            )
     model.eval()
     facts = {"tokens_seen": recipe.steps * recipe.batch * recipe.seq_len, "final": last}
     return model, facts
