@@ -60,6 +60,9 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
         f"{recipe.seq_len} tokens, peak lr {recipe.lr}, 5% warm-up, cosine to 10%",
         f"- equal sequences per domain in every batch; tokens seen: {facts['tokens_seen']:,}",
     ]
+    if "train_seconds" in facts:
+        seconds, threads = facts["train_seconds"], facts["torch_threads"]
+        parts.append(f"- training time: {seconds:.0f} s on {threads} CPU threads")
     if recipe.balance_coef:
         parts.append(
             f"- per-layer Switch balance loss, coefficient {recipe.balance_coef} (HF's pooled loss off)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
@@ -106,6 +107,7 @@ def train(
     early = round(recipe.early_checkpoint * recipe.steps) if recipe.early_checkpoint else None
     moe = recipe.balance_coef > 0
     last: dict[str, float] = {}
+    started = time.perf_counter()
     with Progress() as progress:
         task = progress.add_task(f"training {recipe.name}", total=recipe.steps)
         for step in range(recipe.steps):
@@ -131,5 +133,10 @@ def train(
                 task, advance=1, description=f"training {recipe.name} loss {last['train_loss']:.3f}"
             )
     model.eval()
-    facts = {"tokens_seen": recipe.steps * recipe.batch * recipe.seq_len, "final": last}
+    facts = {
+        "tokens_seen": recipe.steps * recipe.batch * recipe.seq_len,
+        "final": last,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
     return model, facts
