@@ -221,6 +221,10 @@ class ArchAdapter:
         """The family's own eager attention function (what HF runs under ``attn_implementation="eager"``)."""
         return sys.modules[type(attn_module).__module__].eager_attention_forward
 
+    def sink_logits(self, attn_module: nn.Module) -> torch.Tensor | None:
+        """Learned per-head sink logits that join the attention softmax (None for most families)."""
+        return None
+
     def tl_module(self, hf_model: nn.Module) -> tuple[nn.Module, str]:
         """The module and architecture name to hand TransformerLens's bridge (default: the model itself)."""
         return hf_model, type(hf_model).__name__

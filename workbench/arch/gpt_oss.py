@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
+from torch import nn
+
 from workbench.arch.base import ArchAdapter, RouterConvention
 
 
@@ -30,3 +33,7 @@ class GptOssAdapter(ArchAdapter):
     router_convention: ClassVar[RouterConvention | None] = RouterConvention(
         scoring="softmax_over_topk", topk_on="logits", renormalise="never", router_bias=True
     )
+
+    def sink_logits(self, attn_module: nn.Module) -> torch.Tensor | None:
+        """``self_attn.sinks`` [head]: one logit per head appended to every softmax row."""
+        return attn_module.sinks

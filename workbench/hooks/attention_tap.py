@@ -13,7 +13,8 @@ Tensor layouts handed to hook functions (HF passes ``[batch, head, pos, d]``):
   new positions;
 - ``kv_key``, ``kv_value`` ``[batch, kv_head, kv_pos, d_head]``, everything this call attends to (the cache
   after its update);
-- ``scores`` ``[batch, head, q_pos, k_pos]``: ``q k^T * scaling + mask``, as eager attention computes it.
+- ``scores`` ``[batch, head, q_pos, k_pos]``: ``q k^T * scaling + mask``, as eager attention computes it;
+- ``inputs``: an :class:`AttentionCall` with everything the call received (for streamed statistics).
 """
 
 from __future__ import annotations
@@ -29,9 +30,30 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-TapFn = Callable[[torch.Tensor], torch.Tensor | None]
+TapFn = Callable[[Any], torch.Tensor | None]
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value")
+TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value", "inputs")
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """Everything one attention-function call received (for ``inputs`` taps; read-only).
+
+    Attributes:
+        module: The attention module.
+        query: [batch, head, q_pos, d] post-RoPE.
+        key: [batch, kv_head, k_pos, d] after the cache update.
+        value: [batch, kv_head, k_pos, d_v].
+        mask: The mask handed to the attention function (additive float, boolean or None).
+        scaling: Softmax scaling.
+    """
+
+    module: nn.Module
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    mask: torch.Tensor | None
+    scaling: float
 
 
 @dataclass
@@ -40,6 +62,7 @@ class TapEntry:
 
     eager: AttentionFn
     callbacks: dict[str, list[TapFn]] = field(default_factory=dict)
+    users: int = 0
 
 
 _lock = threading.Lock()
@@ -125,10 +148,12 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
                 _run(cbs["kv_key"], key_states)
             if "kv_value" in cbs:
                 _run(cbs["kv_value"], value)
+            scaling = kwargs.get("scaling")
+            scaling = module.scaling if scaling is None else scaling
             if "scores" in cbs:
-                scaling = kwargs.get("scaling")
-                scaling = module.scaling if scaling is None else scaling
                 _run(cbs["scores"], attention_scores(module, query, key_states, attention_mask, scaling))
+            if "inputs" in cbs:
+                _run(cbs["inputs"], AttentionCall(module, query, key_states, value, attention_mask, scaling))
         return original(module, query, key_states, value, attention_mask, **kwargs)
 
     return tapped_attention
@@ -158,6 +183,8 @@ def _uninstall(key: str) -> None:
 def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn | None = None) -> Any:
     """Register tap callbacks on one attention module for the duration of the context.
 
+    Taps nest: several contexts may tap the same module; each removes exactly its own callbacks.
+
     Args:
         module: An attention module that calls ``ALL_ATTENTION_FUNCTIONS.get_interface``.
         callbacks: Field name (one of ``TAP_FIELDS``) to functions; a function returning a tensor
@@ -167,13 +194,22 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
     """
     impl = module.config._attn_implementation
     with _lock:
-        if id(module) in _entries:
-            raise RuntimeError("this attention module is already tapped; nest hooks in one hooks() call")
-        _entries[id(module)] = TapEntry(eager or _default_eager(module), callbacks)
+        entry = _entries.setdefault(id(module), TapEntry(eager or _default_eager(module)))
+        for field_name, fns in callbacks.items():
+            entry.callbacks.setdefault(field_name, []).extend(fns)
+        entry.users += 1
         _install(impl)
     try:
         yield
     finally:
         with _lock:
-            _entries.pop(id(module), None)
+            for field_name, fns in callbacks.items():
+                remaining = [f for f in entry.callbacks[field_name] if all(f is not g for g in fns)]
+                if remaining:
+                    entry.callbacks[field_name] = remaining
+                else:
+                    del entry.callbacks[field_name]
+            entry.users -= 1
+            if entry.users == 0:
+                _entries.pop(id(module), None)
             _uninstall(impl)

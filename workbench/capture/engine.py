@@ -1,0 +1,243 @@
+"""``capture(model, prompts, spec)``: batched capture with padding removed, a memory estimate first,
+spilling to disk past the budget, and streamed attention statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from rich.progress import Progress
+
+from workbench.capture.layout import layout_for, split_prompts
+from workbench.capture.spec import CaptureSpec
+from workbench.capture.store import Capture
+from workbench.capture.streamed import STAT_POINTS, streamed_stats
+from workbench.errors import InputError, WorkbenchError
+from workbench.hooks.attention_tap import tap
+from workbench.models.model import WorkbenchModel
+
+Prompts = str | Sequence[str] | Sequence[torch.Tensor] | torch.Tensor
+
+
+class CaptureTooLargeError(WorkbenchError):
+    """The estimated capture does not fit the memory budget."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated bytes: what the capture stores, and the transient peak of one batch's hook values."""
+
+    stored_bytes: int
+    batch_bytes: int
+    budget_bytes: int
+
+    def resident_bytes(self, spills: bool) -> int:
+        """What stays in memory: one batch when spilling to disk, everything otherwise."""
+        return self.batch_bytes if spills else self.stored_bytes + self.batch_bytes
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
+    points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
+    layers = range(model.adapter.n_layers(model.config))
+    stats = [
+        f"blocks.{layer}.attn.{STAT_POINTS[s]}"
+        for layer in layers
+        if spec.layers is None or layer in spec.layers
+        for s in spec.stats
+    ]
+    return points, stats
+
+
+def _encode(model: WorkbenchModel, prompts: Prompts) -> list[torch.Tensor]:
+    """Token ids per prompt (no padding): prompts are strings, 1-D id tensors, or one [batch, pos] tensor."""
+    if isinstance(prompts, torch.Tensor):
+        return [row.cpu() for row in (prompts if prompts.dim() == 2 else prompts[None])]
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        raise InputError("no prompts to capture")
+    ids = [
+        p.reshape(-1).cpu() if isinstance(p, torch.Tensor) else model.encode(p)["input_ids"][0].cpu()
+        for p in prompts
+    ]
+    if any(len(t) == 0 for t in ids):
+        raise InputError("empty prompt: no tokens")
+    return ids
+
+
+def _batch(ids: list[torch.Tensor], pad_id: int, side: str) -> dict[str, torch.Tensor]:
+    length = max(len(t) for t in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for row, t in enumerate(ids):
+        span = slice(length - len(t), length) if side == "left" else slice(0, len(t))
+        input_ids[row, span] = t
+        mask[row, span] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def _selected(n: int, spec: CaptureSpec) -> int:
+    """How many of ``n`` real positions the spec keeps."""
+    if spec.reduce == "mean_pos":
+        return 1
+    if spec.positions == "all":
+        return n
+    if spec.positions == "last":
+        return 1
+    if isinstance(spec.positions, tuple):
+        return len(range(n)[slice(*spec.positions)])
+    return len(spec.positions)
+
+
+def estimate_capture(
+    model: WorkbenchModel, ids: list[torch.Tensor], names: list[str], spec: CaptureSpec
+) -> Estimate:
+    """Estimate stored and per-batch bytes from one 2-token dry run (sizes scale as pos or pos^2).
+
+    Stored: for each point, elements per position (per position pair for patterns) x kept positions x the
+    storage element size. Per batch: the hook values of the largest padded batch as the model emits them.
+    """
+    per_position: dict[str, tuple[float, int]] = {}
+
+    def measure(value: torch.Tensor, name: str) -> None:
+        per_position[name] = (value.numel() / 2 ** layout_for(name).positions_power(), value.element_size())
+
+    with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
+        model.hf(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
+    storage = spec.torch_dtype()
+    lengths = [len(t) for t in ids]
+    batch_prompts, longest = min(spec.batch_size, len(ids)), max(lengths)
+    stored = batch = 0.0
+    for name, (elements, size) in per_position.items():
+        power = layout_for(name).positions_power()
+        stored_size = torch.tensor([], dtype=storage).element_size() if storage else size
+        stored += elements * stored_size * sum(_selected(n, spec) * n ** (power - 1) for n in lengths)
+        batch += elements * size * batch_prompts * longest**power
+    if spec.memory_budget_gb is not None:
+        budget = int(spec.memory_budget_gb * 2**30)
+    else:
+        budget = int(0.4 * psutil.virtual_memory().available)
+    return Estimate(int(stored), int(batch), budget)
+
+
+def _stat_taps(
+    model: WorkbenchModel, stats: list[str], spec: CaptureSpec, state: dict[str, Any], sink: dict[str, Any]
+) -> list[Any]:
+    """Tap contexts computing the streamed statistics of every requested layer."""
+    contexts = []
+    blocks = model.adapter.block_modules(model.base)
+    by_layer: dict[int, list[str]] = {}
+    for name in stats:
+        by_layer.setdefault(int(name.split(".")[1]), []).append(name)
+    for layer, names in by_layer.items():
+        attn = blocks[layer].get_submodule(model.adapter.attn)
+
+        def compute(call: Any, names: list[str] = names, attn: Any = attn) -> None:
+            mask = state["mask"]
+            values = streamed_stats(
+                call.query,
+                call.key,
+                call.mask,
+                call.scaling,
+                state["first"],
+                spec.sink_tokens,
+                spec.chunk,
+                sinks=model.adapter.sink_logits(attn),
+                query_valid=mask[:, -call.query.shape[2] :],
+            )
+            for name in names:
+                sink[name] = values[name.split(".")[-1]]
+
+        contexts.append(tap(attn, {"inputs": [compute]}, model.adapter.eager_attention(attn)))
+    return contexts
+
+
+def capture(
+    model: WorkbenchModel,
+    prompts: Prompts,
+    spec: CaptureSpec,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Capture:
+    """Capture hook points and streamed statistics for prompts, batch by batch.
+
+    Args:
+        model: A loaded model (HF backend).
+        prompts: Prompts (strings), token-id tensors of any lengths, or one [batch, pos] tensor.
+        spec: What to record.
+        out_dir: Directory for the capture; batches spill there when memory would exceed the budget.
+        progress: Show a progress bar.
+
+    Raises:
+        CaptureTooLargeError: The estimate exceeds the budget (checked before any forward pass).
+    """
+    points, stats = _names(model, spec)
+    ids = _encode(model, prompts)
+    estimate = estimate_capture(model, ids, points, spec) if points else Estimate(0, 0, 1 << 62)
+    directory = Path(out_dir) if out_dir is not None else None
+    if estimate.resident_bytes(spills=directory is not None) > estimate.budget_bytes:
+        raise CaptureTooLargeError(
+            f"capture needs about {_gb(estimate.resident_bytes(directory is not None))} in memory "
+            f"(stores {_gb(estimate.stored_bytes)}); budget {_gb(estimate.budget_bytes)}: narrow the spec, "
+            "pass out_dir to spill to disk, or raise memory_budget_gb"
+        )
+    meta = {
+        "model": model.source,
+        "family": model.adapter.family,
+        "revision": getattr(model.config, "_commit_hash", None),
+        "prompts": None
+        if isinstance(prompts, torch.Tensor)
+        else ([prompts] if isinstance(prompts, str) else list(prompts)),
+        "spec": spec.to_json(),
+        "model_dtype": str(next(model.hf.parameters()).dtype),
+    }
+    result = Capture(points + stats, meta, directory)
+    pad = (
+        model.tokenizer.pad_token_id
+        if model.tokenizer is not None and model.tokenizer.pad_token_id is not None
+        else 0
+    )
+    state: dict[str, Any] = {}
+    batch_values: dict[str, Any] = {}
+
+    def keep(value: torch.Tensor, name: str) -> None:
+        batch_values[name] = value.detach()
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("capturing", total=len(ids))
+        for start in range(0, len(ids), spec.batch_size):
+            chunk = ids[start : start + spec.batch_size]
+            batch = {k: v.to(model.device) for k, v in _batch(chunk, pad, spec.padding_side).items()}
+            mask = batch["attention_mask"]
+            state["mask"], state["first"] = mask, mask.float().argmax(dim=1)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            batch_values.clear()
+            with ExitStack() as stack, torch.no_grad():
+                stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
+                for context in _stat_taps(model, stats, spec, state, batch_values):
+                    stack.enter_context(context)
+                model.hf(**batch, position_ids=position_ids)
+            per_prompt = {
+                name: [
+                    spec.select(v, layout_for(name)).cpu()
+                    for v in split_prompts(batch_values[name], layout_for(name), mask)
+                ]
+                for name in result.names
+            }
+            result.append(per_prompt, chunk)
+            if directory is not None and result.resident_bytes() > estimate.budget_bytes // 2:
+                result.spill()
+            bar.update(task, advance=len(chunk))
+    if directory is not None:
+        result.save(directory)
+    return result

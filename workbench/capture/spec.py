@@ -1,0 +1,106 @@
+"""``CaptureSpec``: what a capture records, at which layers, heads and positions, in what dtype."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+
+from workbench.capture.layout import Layout
+from workbench.errors import InputError
+
+Positions = Literal["all", "last"] | list[int] | tuple[int, int]
+STATS = ("sink_mass", "key_mass", "entropy")
+REDUCTIONS = ("mean_pos", "norm")
+
+
+@dataclass
+class CaptureSpec:
+    """What to capture.
+
+    Attributes:
+        points: Hook point names or regular expressions (see ``docs/hook_points.md``).
+        layers: Keep only these blocks (None: all).
+        heads: Keep only these heads on per-head points (None: all).
+        positions: ``"all"``, ``"last"``, a list of token indices (negative counts from the end) or a
+            ``(start, stop)`` slice, applied to real tokens after padding is removed (query axis of patterns).
+        dtype: Storage dtype name (``"float32"``, ``"bfloat16"`` ...); None keeps the model's.
+        reduce: Optional reduction per stored value: ``"mean_pos"`` (mean over positions) or ``"norm"``
+            (L2 norm over the last axis).
+        stats: Streamed attention statistics (``sink_mass``, ``key_mass``, ``entropy``), computed in query
+            chunks from the tapped q and k, never holding a full pattern; the forward stays on sdpa.
+        sink_tokens: How many leading real tokens count as the sink for ``sink_mass``.
+        chunk: Query chunk size of the streamed statistics.
+        batch_size: Prompts per forward pass.
+        padding_side: ``"right"`` or ``"left"``; results are identical either way (positions come from the
+            attention mask).
+        memory_budget_gb: Refuse a capture whose estimated resident size exceeds this (None: 40% of the
+            machine's available memory).
+    """
+
+    points: list[str] = field(default_factory=list)
+    layers: list[int] | None = None
+    heads: list[int] | None = None
+    positions: Positions = "all"
+    dtype: str | None = None
+    reduce: str | None = None
+    stats: list[str] = field(default_factory=list)
+    sink_tokens: int = 1
+    chunk: int = 256
+    batch_size: int = 8
+    padding_side: Literal["right", "left"] = "right"
+    memory_budget_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.points, str):
+            self.points = [self.points]
+        unknown = [s for s in self.stats if s not in STATS]
+        if unknown:
+            raise InputError(f"unknown streamed statistic {unknown[0]!r}; choose from {', '.join(STATS)}")
+        if self.reduce is not None and self.reduce not in REDUCTIONS:
+            raise InputError(f"unknown reduction {self.reduce!r}; choose from {', '.join(REDUCTIONS)}")
+        if not self.points and not self.stats:
+            raise InputError("the capture spec selects nothing: give points or stats")
+        if self.padding_side not in ("right", "left"):
+            raise InputError("padding_side must be 'right' or 'left'")
+
+    def torch_dtype(self) -> torch.dtype | None:
+        """The storage dtype as a torch dtype."""
+        if self.dtype is None:
+            return None
+        value = getattr(torch, self.dtype, None)
+        if not isinstance(value, torch.dtype):
+            raise InputError(f"unknown dtype {self.dtype!r}")
+        return value
+
+    def keeps_layer(self, name: str) -> bool:
+        """Whether a point of this name passes the layer filter."""
+        match = re.match(r"^blocks\.(\d+)\.", name)
+        return self.layers is None or match is None or int(match.group(1)) in self.layers
+
+    def select(self, value: torch.Tensor, layout: Layout) -> torch.Tensor:
+        """Apply head and position selection, the reduction and the storage dtype to one prompt's value."""
+        if self.heads is not None and layout.head_axis is not None:
+            value = value.index_select(layout.head_axis, torch.tensor(self.heads, device=value.device))
+        if layout.pos_axis is not None and self.positions != "all":
+            n = value.shape[layout.pos_axis]
+            if self.positions == "last":
+                index = [n - 1]
+            elif isinstance(self.positions, tuple):
+                index = list(range(n))[slice(*self.positions)]
+            else:
+                index = [p % n for p in self.positions]
+            value = value.index_select(layout.pos_axis, torch.tensor(index, device=value.device))
+        if self.reduce == "mean_pos" and layout.pos_axis is not None:
+            value = value.float().mean(layout.pos_axis)
+        elif self.reduce == "norm":
+            value = value.float().norm(dim=-1)
+        dtype = self.torch_dtype()
+        return value.to(dtype) if dtype is not None else value
+
+    def to_json(self) -> str:
+        """The spec as JSON (stored in the capture manifest)."""
+        return json.dumps(asdict(self))
