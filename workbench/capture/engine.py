@@ -41,8 +41,12 @@ class Estimate:
         return self.batch_bytes if spills else self.stored_bytes + self.batch_bytes
 
 
-def _gb(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def _names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
@@ -187,9 +191,9 @@ def capture(
     directory = Path(out_dir) if out_dir is not None else None
     if estimate.resident_bytes(spills=directory is not None) > estimate.budget_bytes:
         raise CaptureTooLargeError(
-            f"capture needs about {_gb(estimate.resident_bytes(directory is not None))} in memory "
-            f"(stores {_gb(estimate.stored_bytes)}); budget {_gb(estimate.budget_bytes)}: narrow the spec, "
-            "pass out_dir to spill to disk, or raise memory_budget_gb"
+            f"capture needs about {_size(estimate.resident_bytes(directory is not None))} in memory "
+            f"(stores {_size(estimate.stored_bytes)}); budget {_size(estimate.budget_bytes)}: narrow the "
+            "spec, pass out_dir to spill to disk, or raise memory_budget_gb"
         )
     meta = {
         "model": model.source,

@@ -1,0 +1,206 @@
+"""The capture engine: exactness, padding invariance, store round trip, streamed statistics, budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench
+from workbench.capture import Capture, CaptureSpec, capture
+from workbench.capture.engine import CaptureTooLargeError
+from workbench.capture.store import CorruptStoreError
+from workbench.models.model import attention_implementation
+from workbench.models.tiny import VOCAB, build_tiny
+
+POINTS = [
+    r"blocks\.\d+\.hook_resid_post",
+    r"blocks\.\d+\.attn\.hook_pattern",
+    r"blocks\.\d+\.moe\.hook_router_logits",
+]
+
+
+def _prompts(lengths: tuple[int, ...] = (7, 4, 9)) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    return [torch.randint(3, VOCAB, (n,), generator=generator) for n in lengths]
+
+
+def _present(model: workbench.WorkbenchModel, patterns: list[str]) -> list[str]:
+    return [p for p in patterns if any(True for _ in _safe(model, p))]
+
+
+def _safe(model: workbench.WorkbenchModel, pattern: str) -> list[str]:
+    try:
+        return model.hook_points(pattern)
+    except workbench.WorkbenchError:
+        return []
+
+
+def test_capture_equals_hf_outputs(tiny: workbench.WorkbenchModel) -> None:
+    ids = _prompts((8,))[0][None]
+    result = capture(tiny, ids, CaptureSpec(points=_present(tiny, POINTS)), progress=False)
+    with torch.no_grad(), attention_implementation(tiny.hf, "eager"):
+        flags = {"output_router_logits": True} if tiny.adapter.router_convention else {}
+        ref = tiny.hf(input_ids=ids, output_hidden_states=True, output_attentions=True, **flags)
+    n_layers = tiny.adapter.n_layers(tiny.config)
+    for layer in range(n_layers):
+        assert torch.equal(result[f"blocks.{layer}.attn.hook_pattern"][0], ref.attentions[layer][0])
+        if layer < n_layers - 1:
+            assert torch.equal(result[f"blocks.{layer}.hook_resid_post"][0], ref.hidden_states[layer + 1][0])
+    routers = [n for n in result.names if "router_logits" in n]
+    for name, logits in zip(routers, getattr(ref, "router_logits", ()) or (), strict=True):
+        assert torch.equal(result[name][0], logits)
+
+
+@pytest.mark.parametrize(
+    "family", ["gpt2", "llama", "mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "bert"]
+)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batches_equal_single_prompts(family: str, side: str) -> None:
+    model = workbench.load(build_tiny(family))
+    extra = [r"blocks\.\d+\.attn\.hook_(q|k|z)", r"blocks\.\d+\.moe\.hook_expert_weights"]
+    points = _present(model, [*POINTS, *extra])
+    prompts = _prompts()
+    together = capture(
+        model, prompts, CaptureSpec(points=points, batch_size=3, padding_side=side), progress=False
+    )
+    for index, prompt in enumerate(prompts):
+        single = capture(model, prompt[None], CaptureSpec(points=points), progress=False)
+        for name in together.names:
+            torch.testing.assert_close(together[name][index], single[name][0], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_save_load_round_trip_is_identical(tmp_path: Path) -> None:
+    model = workbench.load(build_tiny("mixtral"))
+    spec = CaptureSpec(points=POINTS, stats=["sink_mass"], batch_size=2)
+    prompts = _prompts()
+    result = capture(model, prompts, spec, progress=False)
+    result.save(tmp_path / "cap")
+    loaded = Capture.load(tmp_path / "cap")
+    assert loaded.names == result.names and len(loaded) == len(prompts)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.tokens, prompts, strict=True))
+    for name in result.names:
+        assert all(torch.equal(a, b) for a, b in zip(loaded[name], result[name], strict=True))
+    assert loaded.meta["family"] == "mixtral" and "spec" in loaded.meta
+
+
+def test_spilling_to_disk_keeps_every_prompt(tmp_path: Path) -> None:
+    model = workbench.load(build_tiny("llama"))
+    spec = CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"], batch_size=1, memory_budget_gb=1e-5)
+    prompts = _prompts((5, 6, 7, 8))
+    result = capture(model, prompts, spec, out_dir=tmp_path / "spill", progress=False)
+    shards = sorted((tmp_path / "spill").glob("shard-*.safetensors"))
+    assert len(shards) > 1
+    reference = capture(model, prompts, CaptureSpec(points=spec.points), progress=False)
+    loaded = Capture.load(tmp_path / "spill")
+    for name in reference.names:
+        for a, b, c in zip(reference[name], result[name], loaded[name], strict=True):
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_corrupt_store_is_one_clear_error(tmp_path: Path) -> None:
+    model = workbench.load(build_tiny("gpt2"))
+    capture(model, _prompts(), CaptureSpec(points=POINTS[:1]), out_dir=tmp_path / "c", progress=False)
+    shard = next((tmp_path / "c").glob("shard-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CorruptStoreError, match="unreadable"):
+        Capture.load(tmp_path / "c")
+    with pytest.raises(CorruptStoreError, match="not a readable capture"):
+        Capture.load(tmp_path / "nothing-here")
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_streamed_statistics_equal_eager_patterns(tiny: workbench.WorkbenchModel, side: str) -> None:
+    prompts = _prompts()
+    spec = CaptureSpec(
+        points=[r"blocks\.\d+\.attn\.hook_pattern"],
+        stats=["sink_mass", "key_mass", "entropy"],
+        sink_tokens=2,
+        chunk=3,
+        batch_size=3,
+        padding_side=side,
+    )
+    result = capture(tiny, prompts, spec, progress=False)
+    for layer in range(tiny.adapter.n_layers(tiny.config)):
+        pre = f"blocks.{layer}.attn."
+        for index in range(len(prompts)):
+            pattern = result[pre + "hook_pattern"][index].float()  # [head, q, k]
+            sink = result[pre + "stat_sink_mass"][index]
+            torch.testing.assert_close(sink, pattern[..., :2].sum(-1), atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                result[pre + "stat_key_mass"][index], pattern.sum(1), atol=1e-5, rtol=0
+            )
+            entropy = -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)
+            torch.testing.assert_close(result[pre + "stat_entropy"][index], entropy, atol=1e-5, rtol=0)
+
+
+def test_streamed_statistics_keep_sdpa() -> None:
+    model = workbench.load(build_tiny("llama"))
+    seen = []
+    handle = model.hf.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda m, a: seen.append(m.config._attn_implementation)
+    )
+    try:
+        capture(model, _prompts(), CaptureSpec(stats=["entropy"]), progress=False)
+    finally:
+        handle.remove()
+    assert seen and set(seen) == {"sdpa"}
+
+
+def test_over_budget_capture_is_refused_before_running() -> None:
+    model = workbench.load(build_tiny("llama"))
+    calls = []
+    handle = model.hf.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"], memory_budget_gb=1e-6)
+    try:
+        with pytest.raises(CaptureTooLargeError, match=r"capture needs about .* budget"):
+            capture(model, [torch.arange(3, 200)], spec, progress=False)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # only the 2-token dry run of the estimate
+
+
+def test_estimate_matches_stored_bytes() -> None:
+    from workbench.capture.engine import estimate_capture
+
+    model = workbench.load(build_tiny("olmoe"))
+    spec = CaptureSpec(points=POINTS, positions="last", dtype="bfloat16")
+    prompts = _prompts()
+    result = capture(model, prompts, spec, progress=False)
+    stored = sum(t.numel() * t.element_size() for n in result.names for t in result[n])
+    estimate = estimate_capture(model, prompts, result.names, spec)
+    assert estimate.stored_bytes == stored
+
+
+def test_failed_forward_leaves_no_hook_or_tap() -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = workbench.load(build_tiny("mixtral"))
+    spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_(q|pattern)"], stats=["entropy"])
+    with pytest.raises(IndexError):
+        capture(model, [torch.tensor([1, 2, VOCAB + 5])], spec, progress=False)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.hf.modules())
+    assert not ALL_ATTENTION_FUNCTIONS._local_mapping
+    assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_repeated_captures_do_not_grow_memory() -> None:
+    import gc
+
+    import psutil
+
+    model = workbench.load(build_tiny("mixtral"))
+    spec = CaptureSpec(points=[r"blocks\.\d+\.(hook_resid_post|attn\.hook_(pattern|q))"], stats=["sink_mass"])
+    prompts = _prompts()
+    process = psutil.Process()
+    for _ in range(50):  # warm-up: allocator pools, lazy imports
+        capture(model, prompts, spec, progress=False)
+    gc.collect()
+    before = process.memory_info().rss
+    for _ in range(1000):
+        capture(model, prompts, spec, progress=False)
+    gc.collect()
+    growth = process.memory_info().rss - before
+    assert growth < 20 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 1000 captures"
