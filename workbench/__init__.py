@@ -9,9 +9,25 @@ Library use::
 """
 
 from workbench.arch import SUPPORTED_MODEL_TYPES, adapter_for
+from workbench.capture import Capture, CaptureSpec, capture
+from workbench.capture.generate import Generation, generate, stream_generate
 from workbench.card import Card, card
 from workbench.errors import WorkbenchError
 from workbench.models import WorkbenchModel, load
 
 __version__ = "0.1.0"
-__all__ = ["SUPPORTED_MODEL_TYPES", "Card", "WorkbenchError", "WorkbenchModel", "adapter_for", "card", "load"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "Capture",
+    "CaptureSpec",
+    "Card",
+    "Generation",
+    "WorkbenchError",
+    "WorkbenchModel",
+    "adapter_for",
+    "capture",
+    "card",
+    "generate",
+    "load",
+    "stream_generate",
+]

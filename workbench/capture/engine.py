@@ -147,12 +147,14 @@ def _stat_taps(
 
         def compute(call: Any, names: list[str] = names, attn: Any = attn) -> None:
             mask = state["mask"]
+            # keys the cache no longer holds (sliding windows) shift the first real token's index
+            first = state["first"] - (mask.shape[1] - call.key.shape[2])
             values = streamed_stats(
                 call.query,
                 call.key,
                 call.mask,
                 call.scaling,
-                state["first"],
+                first,
                 spec.sink_tokens,
                 spec.chunk,
                 sinks=model.adapter.sink_logits(attn),

@@ -36,7 +36,9 @@ class Layout:
 @cache
 def layout_for(name: str) -> Layout:
     """The layout of a hook point (or streamed statistic) from its documented shape."""
-    if ".stat_" in name:  # streamed statistics: [batch, head, pos]
+    if name.endswith(".stat_key_mass"):  # [batch, head, k_pos]
+        return Layout(pos_axis=None, key_axis=1, head_axis=0, tokens=False, quadratic=False)
+    if ".stat_" in name:  # other streamed statistics: [batch, head, pos]
         return Layout(pos_axis=1, key_axis=None, head_axis=0, tokens=False, quadratic=False)
     shape = doc_for(name).shape.split(" or ")[0]
     axes = [a.strip() for a in re.sub(r"[\[\]]", "", shape).split(",")]
