@@ -105,18 +105,26 @@ def _selected(n: int, spec: CaptureSpec) -> int:
 def estimate_capture(
     model: WorkbenchModel, ids: list[torch.Tensor], names: list[str], spec: CaptureSpec
 ) -> Estimate:
-    """Estimate stored and per-batch bytes from one 2-token dry run (sizes scale as pos or pos^2).
+    """Estimate stored and per-batch bytes from a 2-token dry run (once per model and point set; sizes
+    scale as pos or pos^2).
 
     Stored: for each point, elements per position (per position pair for patterns) x kept positions x the
     storage element size. Per batch: the hook values of the largest padded batch as the model emits them.
     """
-    per_position: dict[str, tuple[float, int]] = {}
+    key = ("capture_sizes", tuple(names))
+    if key not in model.memo:
+        per_position: dict[str, tuple[float, int]] = {}
 
-    def measure(value: torch.Tensor, name: str) -> None:
-        per_position[name] = (value.numel() / 2 ** layout_for(name).positions_power(), value.element_size())
+        def measure(value: torch.Tensor, name: str) -> None:
+            per_position[name] = (
+                value.numel() / 2 ** layout_for(name).positions_power(),
+                value.element_size(),
+            )
 
-    with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
-        model.hf(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
+        with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
+            model.hf(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
+        model.memo[key] = per_position
+    per_position = model.memo[key]
     storage = spec.torch_dtype()
     lengths = [len(t) for t in ids]
     batch_prompts, longest = min(spec.batch_size, len(ids)), max(lengths)

@@ -61,6 +61,8 @@ def split_prompts(value: torch.Tensor, layout: Layout, mask: torch.Tensor) -> li
     batch, length = mask.shape
     if layout.tokens or (value.dim() == 2 and value.shape[0] == batch * length):
         value = value.reshape(batch, length, *value.shape[1:])
+    if bool(mask.all()):  # no padding: views, no copies
+        return list(value.unbind(0))
     out = []
     for row, keep in zip(value, mask.bool(), strict=True):
         real = keep.nonzero().squeeze(-1)

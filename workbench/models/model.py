@@ -60,6 +60,7 @@ class WorkbenchModel:
         self.backend = backend
         self.adapter: ArchAdapter = adapter_for(hf, allow_generic=allow_generic)
         self._native = native
+        self.memo: dict[Any, Any] = {}  # facts derived once per model (e.g. capture sizes per position)
 
     def __repr__(self) -> str:
         return f"WorkbenchModel({self.source!r}, family={self.adapter.family}, backend={self.backend})"

@@ -1,0 +1,192 @@
+"""Capture benchmark: the same spec through HF eager + output flags, the workbench, TransformerBridge
+(run_with_cache with names_filter) and nnsight; and streamed statistics vs full patterns at long context.
+
+Peak RSS (``ru_maxrss`` above the loaded model) is measured for each method in its own subprocess, so it
+belongs to that method alone; time is the median over rounds in which the methods run round-robin in one
+process after a warm-up, so that machine drift hits every method alike.
+Run: ``.venv/bin/python bench/capture.py`` (``--quick`` for a smoke run); it prints the markdown tables
+recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+SPEC_POINTS = [
+    r"blocks\.\d+\.hook_resid_post",
+    r"blocks\.\d+\.attn\.hook_pattern",
+    r"blocks\.\d+\.moe\.hook_(router_logits|expert_indices|expert_weights)",
+]
+
+
+def _model(name: str) -> Any:
+    import transformers as tf
+
+    import workbench
+
+    if name == "tiny-moe":
+        return workbench.load("tiny-moe").hf
+    if name == "gpt2-small-shape":
+        torch.manual_seed(0)
+        return tf.GPT2LMHeadModel(tf.GPT2Config()).eval()
+    if name == "llama-long":
+        torch.manual_seed(0)
+        config = tf.LlamaConfig(
+            vocab_size=4096,
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
+        )
+        return tf.LlamaForCausalLM(config).eval()
+    raise KeyError(name)
+
+
+def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
+    import workbench
+    from workbench.capture import CaptureSpec, capture
+    from workbench.models.model import attention_implementation
+
+    model = workbench.load(hf)
+    points = [p for p in SPEC_POINTS if _has(model, p)]
+    if method == "hf_eager_flags":
+        flags = {"output_router_logits": True} if model.adapter.router_convention else {}
+
+        def run() -> Any:
+            with torch.no_grad(), attention_implementation(hf, "eager"):
+                return hf(input_ids=ids, output_attentions=True, output_hidden_states=True, **flags)
+
+        return run
+    if method == "workbench":
+        spec = CaptureSpec(points=points, batch_size=ids.shape[0])
+        return lambda: capture(model, ids, spec, progress=False)
+    if method == "transformer_bridge":
+        bridge_model = workbench.load(copy.deepcopy(hf), backend="tl")
+        names = bridge_model.hook_points(points)
+        return lambda: bridge_model.read(ids, names)
+    if method == "nnsight":
+        nn_model = workbench.load(copy.deepcopy(hf), backend="nnsight")
+        names = nn_model.hook_points(points)
+        return lambda: nn_model.read(ids, names)
+    if method == "full_patterns":
+        spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"], batch_size=1, memory_budget_gb=64)
+        return lambda: capture(model, ids, spec, progress=False)
+    if method == "streamed_stats":
+        spec = CaptureSpec(stats=["sink_mass", "key_mass", "entropy"], batch_size=1, chunk=256)
+        return lambda: capture(model, ids, spec, progress=False)
+    raise KeyError(method)
+
+
+def _has(model: Any, pattern: str) -> bool:
+    try:
+        model.hook_points(pattern)
+    except Exception:
+        return False
+    return True
+
+
+def worker(model_name: str, method: str, batch: int, length: int, repeats: int) -> dict[str, float]:
+    """One method on one model in this process: median seconds and peak RSS above the loaded baseline."""
+    torch.set_num_threads(2)
+    hf = _model(model_name)
+    ids = torch.randint(
+        3, min(hf.config.vocab_size, 4096), (batch, length), generator=torch.Generator().manual_seed(0)
+    )
+    run = _runner(method, hf, ids)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+        del result
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"median_s": statistics.median(times), "peak_mib": (peak - base) / 1024}
+
+
+def interleaved_times(
+    model_name: str, methods: tuple[str, ...], batch: int, length: int, rounds: int
+) -> dict[str, float]:
+    """Median seconds per method, the methods run round-robin in one process so drift hits all alike."""
+    torch.set_num_threads(2)
+    hf = _model(model_name)
+    ids = torch.randint(
+        3, min(hf.config.vocab_size, 4096), (batch, length), generator=torch.Generator().manual_seed(0)
+    )
+    runs = {m: _runner(m, hf, ids) for m in methods}
+    for run in runs.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(rounds):
+        for method, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[method].append(time.perf_counter() - start)
+    return {m: statistics.median(t) for m, t in times.items()}
+
+
+def measure(model_name: str, method: str, batch: int, length: int, repeats: int) -> dict[str, float]:
+    """Run :func:`worker` in a fresh subprocess."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", model_name, method, str(batch), str(length), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter long-context runs")
+    parser.add_argument("--worker", nargs=5)
+    args = parser.parse_args()
+    if args.worker:
+        name, method, batch, length, repeats = args.worker
+        print(json.dumps(worker(name, method, int(batch), int(length), int(repeats))))
+        return
+    repeats = 5 if args.quick else 21
+    print("| model | batch x tokens | method | median s | ratio to HF | peak MiB above load |")
+    print("|---|---|---|---|---|---|")
+    for model_name in ("tiny-moe", "gpt2-small-shape"):
+        rows = {
+            m: measure(model_name, m, 4, 128, repeats)
+            for m in ("hf_eager_flags", "workbench", "transformer_bridge", "nnsight")
+        }
+        base = rows["hf_eager_flags"]["median_s"]
+        for method, row in rows.items():
+            print(
+                f"| {model_name} | 4 x 128 | {method} | {row['median_s']:.4f} | {row['median_s'] / base:.2f} "
+                f"| {row['peak_mib']:.0f} |"
+            )
+    print()
+    print("| model | tokens | method | median s | peak MiB above load | memory ratio streamed/full |")
+    print("|---|---|---|---|---|---|")
+    for length in (1024, 2048) if args.quick else (2048, 4096):
+        full = measure("llama-long", "full_patterns", 1, length, 1)
+        streamed = measure("llama-long", "streamed_stats", 1, length, 1)
+        ratio = streamed["peak_mib"] / max(full["peak_mib"], 1e-9)
+        for method, row in (("full_patterns", full), ("streamed_stats", streamed)):
+            cells = [
+                f"{row['median_s']:.2f}",
+                f"{row['peak_mib']:.0f}",
+                f"{ratio:.3f}" if row is streamed else "",
+            ]
+            print(f"| llama-long | {length} | {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
