@@ -47,6 +47,10 @@ def test_each_step_equals_a_full_forward_over_the_prefix(family: str) -> None:
                 expected = expected[..., -value.shape[-1] :]
             torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5, msg=f"step {step.index} {name}")
         assert step.cache_length <= len(prefix)
+        resid = [
+            full[f"blocks.{layer}.hook_resid_post"][0][-1].norm() for layer in range(len(step.resid_norms))
+        ]
+        torch.testing.assert_close(torch.tensor(step.resid_norms), torch.stack(resid), rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_decoding_matches_hf_generate() -> None:

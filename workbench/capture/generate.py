@@ -41,6 +41,7 @@ class Step:
         token: Its string.
         logit_entropy: Entropy (nats) of the next-token distribution after the decoding processors.
         values: Hook point / statistic name to the value at this step's query position (batch axis removed).
+        resid_norms: L2 norm of the residual stream leaving each block, at this step's position.
         cache_length: Tokens in the KV cache after this step's forward pass.
     """
 
@@ -49,6 +50,7 @@ class Step:
     token: str
     logit_entropy: float
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    resid_norms: list[float] = field(default_factory=list)
     cache_length: int = 0
 
 
@@ -106,9 +108,18 @@ def stream_generate(
     sequence, feed = ids, ids
     state: dict[str, Any] = {}
     values: dict[str, torch.Tensor] = {}
+    norms: dict[str, float] = {}
+    resid = model.hook_points(r"blocks\.\d+\.hook_resid_post")
 
     def keep(value: torch.Tensor, name: str) -> None:
         values[name] = value.detach()
+
+    def norm(value: torch.Tensor, name: str) -> None:
+        norms[name] = float(value[0, -1].float().norm())
+
+    hooks = {**dict.fromkeys(resid, norm), **dict.fromkeys(points, keep)}
+    if set(resid) & set(points):
+        hooks.update({n: _both(keep, norm) for n in set(resid) & set(points)})
 
     for index in range(max_new_tokens):
         mask = torch.ones(1, feed.shape[1], dtype=torch.long, device=ids.device)
@@ -118,7 +129,7 @@ def stream_generate(
         start = sequence.shape[1] - feed.shape[1]
         position_ids = torch.arange(start, sequence.shape[1], device=ids.device)[None]
         with ExitStack() as stack, torch.no_grad():
-            stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
+            stack.enter_context(model.hooks(hooks))
             for context in _stat_taps(model, stats, spec, state, values):
                 stack.enter_context(context)
             out = model.hf(input_ids=feed, position_ids=position_ids, past_key_values=cache, use_cache=True)
@@ -138,11 +149,21 @@ def stream_generate(
         entropy = float(-(probs * probs.clamp_min(1e-30).log()).sum())
         token_id = int(token)
         text = model.tokenizer.decode([token_id]) if model.tokenizer is not None else str(token_id)
-        yield Step(index, token_id, text, entropy, step_values, cache.get_seq_length())
+        yield Step(
+            index, token_id, text, entropy, step_values, [norms[n] for n in resid], cache.get_seq_length()
+        )
         sequence = torch.cat([sequence, token], dim=1)
         feed = token
         if stop_at_eos and eos is not None and token_id == eos:
             return
+
+
+def _both(*fns: Any) -> Any:
+    def call(value: torch.Tensor, name: str) -> None:
+        for fn in fns:
+            fn(value, name)
+
+    return call
 
 
 @dataclass
@@ -168,6 +189,7 @@ def generate(
     text = "".join(s.token for s in steps)
     meta = {"model": model.source, "family": model.adapter.family, "spec": spec.to_json(), "generated": text}
     meta["logit_entropy"] = [s.logit_entropy for s in steps]
+    meta["resid_norms"] = [s.resid_norms for s in steps]
     result = Capture(names, meta)
     result.append(
         {n: [s.values[n] for s in steps] for n in names}, [torch.tensor([s.token_id]) for s in steps]

@@ -49,6 +49,16 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| `{p.name}` | {p.shape} | {p.meaning} | {_backends(p.name, taps)} |" for p in POINTS]
+    lines += [
+        "",
+        "## Streamed statistics",
+        "",
+        "`CaptureSpec(stats=[...])` adds per-layer statistics computed in query chunks from the tapped q",
+        "and k (the forward pass keeps sdpa; no T x T pattern is held): `blocks.{L}.attn.stat_sink_mass`",
+        "[batch, head, pos] (mass on the first `sink_tokens` real tokens), `blocks.{L}.attn.stat_key_mass`",
+        "[batch, head, k_pos] (attention each key receives, H2O) and `blocks.{L}.attn.stat_entropy`",
+        "[batch, head, pos] (nats). Captures store them per prompt without the batch axis.",
+    ]
     lines += ["", "## Points per family", "", "| point | " + " | ".join(families) + " |"]
     lines += ["|---|" + "---|" * len(families)]
     for point in POINTS:
