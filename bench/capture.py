@@ -120,7 +120,8 @@ def worker(model_name: str, method: str, batch: int, length: int, repeats: int) 
 def interleaved_times(
     model_name: str, methods: tuple[str, ...], batch: int, length: int, rounds: int
 ) -> dict[str, float]:
-    """Median seconds per method, the methods run round-robin in one process so drift hits all alike."""
+    """Median seconds per method; the methods run round-robin (rotating order) in one process so that
+    drift and cache effects hit all of them alike."""
     torch.set_num_threads(2)
     hf = _model(model_name)
     ids = torch.randint(
@@ -130,10 +131,12 @@ def interleaved_times(
     for run in runs.values():
         run()  # warm-up
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(rounds):
-        for method, run in runs.items():
+    order = list(methods)
+    for round_index in range(rounds):
+        shift = round_index % len(order)  # rotate the order so no method always follows the same one
+        for method in order[shift:] + order[:shift]:
             start = time.perf_counter()
-            run()
+            runs[method]()
             times[method].append(time.perf_counter() - start)
     return {m: statistics.median(t) for m, t in times.items()}
 
