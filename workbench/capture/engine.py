@@ -4,7 +4,7 @@ spilling to disk past the budget, and streamed attention statistics."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from workbench.hooks.attention_tap import tap
 from workbench.models.model import WorkbenchModel
 
 Prompts = str | Sequence[str] | Sequence[torch.Tensor] | torch.Tensor
+
+
+SMALL_CAPTURE = 64 * 2**20  # bytes; below this the default budget check is skipped
 
 
 class CaptureTooLargeError(WorkbenchError):
@@ -50,6 +53,14 @@ def _size(n: float) -> str:
 
 
 def _names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
+    layers = None if spec.layers is None else tuple(spec.layers)
+    key = ("capture_names", tuple(spec.points), layers, tuple(spec.stats))
+    if key not in model.memo:
+        model.memo[key] = _resolve_names(model, spec)
+    return model.memo[key]
+
+
+def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
     points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
     layers = range(model.adapter.n_layers(model.config))
     stats = [
@@ -136,6 +147,8 @@ def estimate_capture(
         batch += elements * size * batch_prompts * longest**power
     if spec.memory_budget_gb is not None:
         budget = int(spec.memory_budget_gb * 2**30)
+    elif stored + batch < SMALL_CAPTURE:
+        budget = SMALL_CAPTURE  # no need to ask the OS for a capture this small
     else:
         budget = int(0.4 * psutil.virtual_memory().available)
     return Estimate(int(stored), int(batch), budget)
@@ -223,35 +236,41 @@ def capture(
     )
     state: dict[str, Any] = {}
     batch_values: dict[str, Any] = {}
+    identity, on_device = spec.keeps_everything(), model.device.type != "cpu"
 
     def keep(value: torch.Tensor, name: str) -> None:
         batch_values[name] = value.detach()
 
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("capturing", total=len(ids))
+    show = progress and len(ids) > spec.batch_size
+    with Progress() if show else nullcontext() as bar:
+        task = bar.add_task("capturing", total=len(ids)) if bar is not None else None
         for start in range(0, len(ids), spec.batch_size):
             chunk = ids[start : start + spec.batch_size]
             batch = {k: v.to(model.device) for k, v in _batch(chunk, pad, spec.padding_side).items()}
             mask = batch["attention_mask"]
             state["mask"], state["first"] = mask, mask.float().argmax(dim=1)
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            if bool(mask.all()):  # no padding: HF's default mask and positions are the same, and cheaper
+                inputs = {"input_ids": batch["input_ids"]}
+            else:
+                inputs = {**batch, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
             batch_values.clear()
             with ExitStack() as stack, torch.no_grad():
                 stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
                 for context in _stat_taps(model, stats, spec, state, batch_values):
                     stack.enter_context(context)
-                model.hf(**batch, position_ids=position_ids)
+                model.hf(**inputs)
             per_prompt = {
-                name: [
-                    spec.select(v, layout_for(name)).cpu()
-                    for v in split_prompts(batch_values[name], layout_for(name), mask)
-                ]
-                for name in result.names
+                name: split_prompts(batch_values[name], layout_for(name), mask) for name in result.names
             }
+            if not identity:
+                per_prompt = {n: [spec.select(v, layout_for(n)) for v in vs] for n, vs in per_prompt.items()}
+            if on_device:
+                per_prompt = {n: [v.cpu() for v in vs] for n, vs in per_prompt.items()}
             result.append(per_prompt, chunk)
             if directory is not None and result.resident_bytes() > estimate.budget_bytes // 2:
                 result.spill()
-            bar.update(task, advance=len(chunk))
+            if bar is not None:
+                bar.update(task, advance=len(chunk))
     if directory is not None:
         result.save(directory)
     return result

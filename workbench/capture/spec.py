@@ -81,6 +81,10 @@ class CaptureSpec:
         match = re.match(r"^blocks\.(\d+)\.", name)
         return self.layers is None or match is None or int(match.group(1)) in self.layers
 
+    def keeps_everything(self) -> bool:
+        """No head, position, reduction or dtype selection: stored values are the hook values themselves."""
+        return self.heads is None and self.positions == "all" and self.reduce is None and self.dtype is None
+
     def select(self, value: torch.Tensor, layout: Layout) -> torch.Tensor:
         """Apply head and position selection, the reduction and the storage dtype to one prompt's value."""
         if self.heads is not None and layout.head_axis is not None:

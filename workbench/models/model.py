@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -16,6 +17,17 @@ from workbench.hooks.hooking import HookFn, attach
 from workbench.hooks.points import ResolvedPoint, resolve_points, select
 
 Inputs = str | Sequence[str] | torch.Tensor | dict[str, torch.Tensor]
+
+
+_CONFIGS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """The distinct config objects held by a model's modules (cached per model)."""
+    if model not in _CONFIGS:
+        held = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+        _CONFIGS[model] = list(held.values())
+    return _CONFIGS[model]
 
 
 @contextmanager
