@@ -133,7 +133,7 @@ def estimate_capture(
             )
 
         with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
-            model.hf(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
+            model.base(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
         model.memo[key] = per_position
     per_position = model.memo[key]
     storage = spec.torch_dtype()
@@ -258,7 +258,7 @@ def capture(
                 stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
                 for context in _stat_taps(model, stats, spec, state, batch_values):
                     stack.enter_context(context)
-                model.hf(**inputs)
+                model.base(**inputs)  # every hook point lives in the base model: skip the LM head
             per_prompt = {
                 name: split_prompts(batch_values[name], layout_for(name), mask) for name in result.names
             }
