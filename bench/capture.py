@@ -60,7 +60,7 @@ def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
     from workbench.models.model import attention_implementation
 
     model = workbench.load(hf)
-    points = [p for p in SPEC_POINTS if _has(model, p)]
+    points = model.hook_points(SPEC_POINTS, missing_ok=True)
     if method == "hf_eager_flags":
         flags = {"output_router_logits": True} if model.adapter.router_convention else {}
 
@@ -87,14 +87,6 @@ def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
         spec = CaptureSpec(stats=["sink_mass", "key_mass", "entropy"], batch_size=1, chunk=256)
         return lambda: capture(model, ids, spec, progress=False)
     raise KeyError(method)
-
-
-def _has(model: Any, pattern: str) -> bool:
-    try:
-        model.hook_points(pattern)
-    except Exception:
-        return False
-    return True
 
 
 def worker(model_name: str, method: str, batch: int, length: int, repeats: int) -> dict[str, float]:

@@ -26,20 +26,9 @@ def _prompts(lengths: tuple[int, ...] = (7, 4, 9)) -> list[torch.Tensor]:
     return [torch.randint(3, VOCAB, (n,), generator=generator) for n in lengths]
 
 
-def _present(model: workbench.WorkbenchModel, patterns: list[str]) -> list[str]:
-    return [p for p in patterns if any(True for _ in _safe(model, p))]
-
-
-def _safe(model: workbench.WorkbenchModel, pattern: str) -> list[str]:
-    try:
-        return model.hook_points(pattern)
-    except workbench.WorkbenchError:
-        return []
-
-
 def test_capture_equals_hf_outputs(tiny: workbench.WorkbenchModel) -> None:
     ids = _prompts((8,))[0][None]
-    result = capture(tiny, ids, CaptureSpec(points=_present(tiny, POINTS)), progress=False)
+    result = capture(tiny, ids, CaptureSpec(points=tiny.hook_points(POINTS, missing_ok=True)), progress=False)
     with torch.no_grad(), attention_implementation(tiny.hf, "eager"):
         flags = {"output_router_logits": True} if tiny.adapter.router_convention else {}
         ref = tiny.hf(input_ids=ids, output_hidden_states=True, output_attentions=True, **flags)
@@ -60,7 +49,7 @@ def test_capture_equals_hf_outputs(tiny: workbench.WorkbenchModel) -> None:
 def test_padded_batches_equal_single_prompts(family: str, side: str) -> None:
     model = workbench.load(build_tiny(family))
     extra = [r"blocks\.\d+\.attn\.hook_(q|k|z)", r"blocks\.\d+\.moe\.hook_expert_weights"]
-    points = _present(model, [*POINTS, *extra])
+    points = model.hook_points([*POINTS, *extra], missing_ok=True)
     prompts = _prompts()
     together = capture(
         model, prompts, CaptureSpec(points=points, batch_size=3, padding_side=side), progress=False

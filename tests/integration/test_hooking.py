@@ -84,6 +84,9 @@ def test_q_and_k_are_post_rope(llama: workbench.WorkbenchModel, ids: torch.Tenso
 def test_unknown_point_and_pattern(llama: workbench.WorkbenchModel, ids: torch.Tensor) -> None:
     with pytest.raises(HookPointError, match="no hook point matches"):
         llama.hook_points("blocks.99.hook_resid_post")
+    assert llama.hook_points(["blocks.0.hook_resid_post", r".*moe.*"], missing_ok=True) == [
+        "blocks.0.hook_resid_post"
+    ]
     with pytest.raises(HookPointError, match="not a hook point"):
         llama.run_with_hooks(ids, {"blocks.0.moe.hook_router_logits": lambda v, n: None})
 

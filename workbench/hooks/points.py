@@ -151,11 +151,18 @@ def doc_for(name: str) -> PointDoc:
     raise HookPointError(f"unknown hook point {name!r}")
 
 
-def select(points: dict[str, ResolvedPoint], patterns: list[str] | str) -> list[str]:
+def select(
+    points: dict[str, ResolvedPoint], patterns: list[str] | str, missing_ok: bool = False
+) -> list[str]:
     """Names matching any of the patterns (exact names or regular expressions), in model order.
 
+    Args:
+        points: The model's resolved points.
+        patterns: Names or regular expressions.
+        missing_ok: Skip patterns that match nothing (e.g. MoE points on a dense model) instead of raising.
+
     Raises:
-        HookPointError: A pattern matches nothing (the message lists a few valid names).
+        HookPointError: A pattern matches nothing and ``missing_ok`` is False.
     """
     patterns = [patterns] if isinstance(patterns, str) else patterns
     chosen: list[str] = []
@@ -165,7 +172,7 @@ def select(points: dict[str, ResolvedPoint], patterns: list[str] | str) -> list[
         else:
             regex = re.compile(pattern)
             hits = [n for n in points if regex.fullmatch(n)]
-        if not hits:
+        if not hits and not missing_ok:
             examples = ", ".join(list(points)[:6])
             raise HookPointError(f"no hook point matches {pattern!r} (examples: {examples}, ...)")
         chosen.extend(h for h in hits if h not in chosen)

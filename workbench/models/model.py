@@ -115,9 +115,14 @@ class WorkbenchModel:
         """Hook points of this model by canonical name, in execution order."""
         return resolve_points(self.base, self.adapter)
 
-    def hook_points(self, pattern: str | list[str] = ".*") -> list[str]:
-        """Names of the hook points matching ``pattern`` (exact names or regular expressions)."""
-        return select(self.points, pattern)
+    def hook_points(self, pattern: str | list[str] = ".*", missing_ok: bool = False) -> list[str]:
+        """Names of the hook points matching ``pattern`` (exact names or regular expressions).
+
+        Args:
+            pattern: Names or regular expressions.
+            missing_ok: Skip patterns that match nothing instead of raising.
+        """
+        return select(self.points, pattern, missing_ok)
 
     @property
     def native(self) -> Any:
