@@ -1,0 +1,176 @@
+"""Attention-sink probes: sink rate, first-token mass, sink tokens, massive activations, learned sinks.
+
+Definitions follow ``shared/PROBES.md`` ("Attention sinks"). Every function takes tensors or a
+:class:`workbench.Capture` and returns plain tensors or a tidy ``pandas.DataFrame`` (one row per
+layer x head or layer x position); figures are built from those tables in :mod:`probes.figures`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from workbench.capture import Capture
+
+PATTERN = "blocks.{layer}.attn.hook_pattern"
+RESID = "blocks.{layer}.hook_resid_post"
+
+
+def key_alpha(pattern: torch.Tensor, key: int = 0, causal: bool = True) -> torch.Tensor:
+    """Average attention a key receives from the queries that can see it (Gu et al. 2024, Sec. 3).
+
+    Causal: ``alpha[h, k] = sum_{t >= k} A[h, t, k] / (T - k)``. Bidirectional encoders (the adapted metric):
+    the column mean over all ``T`` queries. With uniform causal attention at T = 64, ``alpha`` of the first
+    key is ``H_64 / 64 = 0.0741``.
+
+    Args:
+        pattern: One prompt's attention [head, q_pos, k_pos].
+        key: Key position (0 = first token).
+        causal: Causal attention (queries before ``key`` cannot see it).
+
+    Returns:
+        [head] alpha values.
+    """
+    column = pattern[:, :, key].float()
+    if causal:
+        return column[:, key:].sum(-1) / (pattern.shape[1] - key)
+    return column.mean(-1)
+
+
+def sink_rate(alphas: torch.Tensor, eps: float = 0.3) -> float:
+    """Sink rate ``Sink_k^eps`` (Gu et al. 2024, eq. 2): percentage of (sample, layer, head) with alpha > eps.
+
+    Args:
+        alphas: [samples, layers, heads] from :func:`key_alpha`.
+        eps: Threshold (0.3 in the paper).
+    """
+    return float(100 * (alphas > eps).float().mean())
+
+
+def sink_table(
+    capture: Capture, n_layers: int, causal: bool = True, eps: float = 0.3, key: int = 0
+) -> pd.DataFrame:
+    """Per layer and head: alpha of ``key`` averaged over prompts, and the share of prompts above ``eps``.
+
+    Columns: ``layer, head, alpha, sink_share, metric`` (``metric`` is ``"gu2024"`` for causal models and
+    ``"gu2024-adapted-bidirectional"`` for encoders).
+    """
+    rows = []
+    for layer in range(n_layers):
+        alphas = torch.stack([key_alpha(p, key, causal) for p in capture[PATTERN.format(layer=layer)]])
+        for head in range(alphas.shape[1]):
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "alpha": float(alphas[:, head].mean()),
+                    "sink_share": float((alphas[:, head] > eps).float().mean()),
+                    "metric": "gu2024" if causal else "gu2024-adapted-bidirectional",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def position_mass(capture: Capture, n_layers: int) -> pd.DataFrame:
+    """Mean attention each key position receives per layer (averaged over heads, queries and prompts of
+    at least that length), to identify sink tokens (first token, [CLS], [SEP], delimiters).
+
+    Columns: ``layer, position, mass``; a key's mass is the mean over all queries of ``A[q, k]``.
+    """
+    rows = []
+    for layer in range(n_layers):
+        per_position: dict[int, list[float]] = {}
+        for pattern in capture[PATTERN.format(layer=layer)]:
+            for position, value in enumerate(pattern.float().mean(dim=(0, 1)).tolist()):
+                per_position.setdefault(position, []).append(value)
+        rows += [{"layer": layer, "position": p, "mass": sum(v) / len(v)} for p, v in per_position.items()]
+    return pd.DataFrame(rows)
+
+
+def token_mass(capture: Capture, n_layers: int, token_ids: Sequence[int]) -> pd.DataFrame:
+    """Per layer, the mean attention (over heads, queries, prompts) that goes to keys holding ``token_ids``.
+
+    Columns: ``layer, token_id, mass`` (the share of each query's attention summed over matching keys).
+    """
+    rows = []
+    for layer in range(n_layers):
+        for token_id in token_ids:
+            shares = []
+            for ids, pattern in zip(capture.tokens, capture[PATTERN.format(layer=layer)], strict=True):
+                match = ids == token_id
+                if match.any():
+                    shares.append(float(pattern.float()[:, :, match].sum(-1).mean()))
+            rows.append({"layer": layer, "token_id": token_id, "mass": sum(shares) / max(len(shares), 1)})
+    return pd.DataFrame(rows)
+
+
+def massive_activations(
+    hidden: torch.Tensor, top: int = 3, threshold: float = 100.0, ratio: float = 1000.0
+) -> dict:
+    """Massive activations of one layer's residual output (Sun et al. 2024, Sec. 2).
+
+    An entry is massive if ``|x| > threshold`` and ``|x| >= ratio x median(|h|)`` over the layer's whole
+    hidden state.
+
+    Args:
+        hidden: [pos, d_model] (or [batch, pos, d_model]) residual output.
+        top: How many of the largest magnitudes to report.
+        threshold: Absolute threshold (100 in the paper).
+        ratio: Multiple of the median magnitude (1000 in the paper).
+
+    Returns:
+        ``top_values``, ``top_positions`` ((token, channel) pairs), ``median``, ``top_ratio`` (largest /
+        median; tiny models rarely pass 100, so the ratio is the comparable number) and ``n_massive``.
+    """
+    magnitude = hidden.float().abs().reshape(-1, hidden.shape[-1])
+    median = float(magnitude.median())
+    values, flat = magnitude.flatten().topk(min(top, magnitude.numel()))
+    positions = [(int(i) // magnitude.shape[1], int(i) % magnitude.shape[1]) for i in flat]
+    massive = (magnitude > threshold) & (magnitude >= ratio * median)
+    return {
+        "top_values": values.tolist(),
+        "top_positions": positions,
+        "median": median,
+        "top_ratio": float(values[0]) / median if median > 0 else float("inf"),
+        "n_massive": int(massive.sum()),
+    }
+
+
+def massive_table(capture: Capture, n_layers: int) -> pd.DataFrame:
+    """:func:`massive_activations` per layer and prompt. Columns: ``layer, prompt, top1, top1_token,
+    top1_channel, median, top_ratio, n_massive``."""
+    rows = []
+    for layer in range(n_layers):
+        for prompt, hidden in enumerate(capture[RESID.format(layer=layer)]):
+            found = massive_activations(hidden)
+            token, channel = found["top_positions"][0]
+            rows.append(
+                {
+                    "layer": layer,
+                    "prompt": prompt,
+                    "top1": found["top_values"][0],
+                    "top1_token": token,
+                    "top1_channel": channel,
+                    "median": found["median"],
+                    "top_ratio": found["top_ratio"],
+                    "n_massive": found["n_massive"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def learned_sink_mass(pattern: torch.Tensor) -> torch.Tensor:
+    """Mass each head gives its learned sink (GPT-OSS): ``1 - sum_k A[h, q, k]`` averaged over queries.
+
+    The sink logit joins the softmax and is dropped afterwards, so the pattern's rows miss exactly the
+    sink's share.
+
+    Args:
+        pattern: One prompt's attention [head, q_pos, k_pos] as the module returned it.
+
+    Returns:
+        [head] mean sink mass.
+    """
+    return (1 - pattern.float().sum(-1)).mean(-1)

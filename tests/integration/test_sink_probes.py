@@ -1,0 +1,67 @@
+"""Sink probes on real modules: the planted-sink zoo model, MiniLM, GPT-OSS learned sinks, every zoo model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench
+from probes.sinks import learned_sink_mass, massive_table, position_mass, sink_table, token_mass
+from workbench.capture import CaptureSpec, capture
+from workbench.models.tiny import build_tiny
+from workbench.zoo.corpus import DOMAINS, load_heldout_sample
+from workbench.zoo.registry import MODELS_DIR, zoo
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Attention sinks appear in many language models.",
+    "She sold sea shells by the sea shore on sunny days.",
+    "A short one.",
+]
+SPEC = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern", r"blocks\.\d+\.hook_resid_post"])
+
+
+def _prompts() -> list[str]:
+    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    return [sample[d][0][:300] for d in DOMAINS]
+
+
+def test_planted_sink_heads_recovered_with_precision_and_recall_one() -> None:
+    model = workbench.load("planted-sink")
+    result = capture(model, _prompts(), SPEC, progress=False)
+    table = sink_table(result, model.adapter.n_layers(model.config))
+    found = {(r.layer, r.head) for r in table.itertuples() if r.sink_share == 1.0}
+    assert found == {tuple(h) for h in model.config.planted_sink_heads}
+
+
+def test_minilm_sends_attention_to_cls_not_sep() -> None:
+    model = workbench.load("minilm")
+    result = capture(model, SENTENCES, SPEC, progress=False)
+    tok = model.tokenizer
+    masses = token_mass(result, 6, [tok.cls_token_id, tok.sep_token_id])
+    cls = masses[masses.token_id == tok.cls_token_id].set_index("layer").mass
+    sep = masses[masses.token_id == tok.sep_token_id].set_index("layer").mass
+    assert (cls.loc[1:4] >= 0.5).all(), cls.to_dict()
+    assert (sep.loc[1:4] < 0.1).all(), sep.to_dict()  # layer 0 is near uniform: [SEP] gets ~1/length
+    adapted = sink_table(result, 6, causal=False)
+    assert set(adapted.metric) == {"gu2024-adapted-bidirectional"}
+
+
+def test_learned_sinks_take_the_missing_mass() -> None:
+    model = workbench.load(build_tiny("gpt_oss"))
+    result = capture(model, [torch.arange(3, 12)], SPEC, progress=False)
+    mass = learned_sink_mass(result["blocks.0.attn.hook_pattern"][0])
+    assert mass.shape == (model.config.num_attention_heads,)
+    assert ((mass > 0) & (mass < 1)).all()
+
+
+@pytest.mark.parametrize("name", [n for n, e in zoo().items() if e.kind != "pypi"])
+def test_sink_probes_run_on_every_zoo_model(name: str) -> None:
+    model = workbench.load(name)
+    n_layers = model.adapter.n_layers(model.config)
+    result = capture(model, _prompts(), SPEC, progress=False)
+    table = sink_table(result, n_layers)
+    assert len(table) == n_layers * model.adapter.n_heads(model.config)
+    assert table.alpha.between(0, 1).all()
+    assert set(position_mass(result, n_layers).layer) == set(range(n_layers))
+    assert (massive_table(result, n_layers).top_ratio > 1).all()
