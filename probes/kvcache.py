@@ -1,0 +1,186 @@
+"""KV-cache probes: cache size, accumulated attention, sparsity, eviction policies, key outliers.
+
+Definitions follow ``shared/PROBES.md`` ("KV cache"). Patterns are one prompt's attention [head, q, k].
+Eviction policies choose, per head, the set of keys a cache of ``budget`` entries keeps at the end of the
+prompt; retained mass is what the evaluated queries (by default the last prompt position, whose row
+decides the next token) put on that set.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kv_cache_bytes(
+    layers: int,
+    kv_heads: int,
+    head_dim: int,
+    bytes_per_element: int,
+    tokens: int = 1,
+    batch: int = 1,
+    v_head_dim: int | None = None,
+) -> int:
+    """KV-cache size: ``batch x tokens x layers x kv_heads x (d_k + d_v) x bytes`` (2 x head_dim for MHA/GQA).
+
+    Checks from PROBES.md: GPT-2 small fp16 36 KiB per token; Llama-2-7B 512 KiB; OPT-30B at batch 128 x
+    1024 tokens about 180 GB (Sheng et al. 2023, FlexGen). MLA caches ``(d_c + d_rope) x layers`` instead:
+    pass ``kv_heads=1``, ``head_dim=d_c`` and ``v_head_dim=d_rope``.
+    """
+    per_token = layers * kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
+    return batch * tokens * per_token * bytes_per_element
+
+
+def accumulated_attention(pattern: torch.Tensor) -> torch.Tensor:
+    """H2O's heavy-hitter score (Zhang et al. 2023, Sec. 3): ``score[h, k] = sum_t A[h, t, k]``. [head, k]"""
+    return pattern.float().sum(1)
+
+
+def sparsity(pattern: torch.Tensor, causal: bool = True, rel: float = 0.01) -> torch.Tensor:
+    """H2O's sparsity per head: share of visible ``A[t, k] < rel x max_k A[t, k]`` (rel = 0.01). [head]"""
+    pattern = pattern.float()
+    small = pattern < rel * pattern.amax(-1, keepdim=True)
+    q, k = pattern.shape[1:]
+    visible = torch.ones(q, k, dtype=torch.bool).tril(k - q) if causal else torch.ones(q, k, dtype=torch.bool)
+    return (small & visible).sum((-1, -2)).float() / visible.sum()
+
+
+def _mask_from(indices: torch.Tensor, length: int) -> torch.Tensor:
+    return torch.zeros(*indices.shape[:-1], length, dtype=torch.bool).scatter(-1, indices, True)
+
+
+def keep_recent(length: int, budget: int, heads: int) -> torch.Tensor:
+    """Recent window: the last ``budget`` keys. Returns a keep-mask [head, k]."""
+    keep = torch.zeros(heads, length, dtype=torch.bool)
+    keep[:, max(0, length - budget) :] = True
+    return keep
+
+
+def keep_sink_window(length: int, budget: int, heads: int, sinks: int = 4) -> torch.Tensor:
+    """StreamingLLM (Xiao et al. 2023): the first ``sinks`` keys plus the last ``budget - sinks``.
+
+    Returns a keep-mask [head, k].
+    """
+    keep = keep_recent(length, max(budget - sinks, 0), heads)
+    keep[:, : min(sinks, budget)] = True
+    return keep
+
+
+def keep_h2o(pattern: torch.Tensor, budget: int, recent_share: float = 0.5) -> torch.Tensor:
+    """H2O (Zhang et al. 2023): heavy hitters by accumulated attention plus a recent window.
+
+    ``budget x recent_share`` most recent keys, the rest the highest :func:`accumulated_attention` among the
+    older keys (the paper's default is 10% heavy + 10% recent, i.e. ``recent_share = 0.5``). [head, k]
+    """
+    heads, _, length = pattern.shape
+    recent = round(budget * recent_share)
+    keep = keep_recent(length, recent, heads)
+    score = accumulated_attention(pattern).masked_fill(keep, float("-inf"))
+    heavy = min(budget - recent, length - recent)
+    if heavy > 0:
+        keep |= _mask_from(score.topk(heavy, -1).indices, length)
+    return keep
+
+
+def keep_snapkv(pattern: torch.Tensor, budget: int, window: int = 32, kernel: int = 5) -> torch.Tensor:
+    """SnapKV (Li et al. 2024): the last ``window`` prompt queries vote; votes are average-pooled over
+    neighbouring keys (``kernel``, as the released code's default avgpool); keep the top ``budget - window``
+    older keys plus the window itself. [head, k]
+    """
+    heads, _, length = pattern.shape
+    window = min(window, budget, length)
+    votes = pattern.float()[:, -window:, : length - window].sum(1)  # [head, k - window]
+    if votes.shape[-1] == 0:
+        return keep_recent(length, budget, heads)
+    pooled = F.avg_pool1d(votes[:, None], kernel, stride=1, padding=kernel // 2, count_include_pad=False)[
+        :, 0
+    ]
+    keep = keep_recent(length, window, heads)
+    chosen = min(budget - window, pooled.shape[-1])
+    if chosen > 0:
+        keep[:, : length - window] |= _mask_from(pooled.topk(chosen, -1).indices, length - window)
+    return keep
+
+
+def keep_oracle(pattern: torch.Tensor, budget: int, queries: int = 1) -> torch.Tensor:
+    """Oracle top-k: the keys the evaluated queries themselves attend to most (an upper bound). [head, k]"""
+    return _mask_from(pattern.float()[:, -queries:].sum(1).topk(budget, -1).indices, pattern.shape[-1])
+
+
+def retained_mass(pattern: torch.Tensor, keep: torch.Tensor, queries: int = 1) -> torch.Tensor:
+    """Attention the last ``queries`` query rows put on the kept keys: ``sum_{k in S} A[t, k]``, mean over
+    those queries. [head]"""
+    return (pattern.float()[:, -queries:] * keep[:, None]).sum(-1).mean(-1)
+
+
+POLICIES = ("oracle", "recent", "sink_window", "h2o", "snapkv")
+
+
+def kept_set(policy: str, pattern: torch.Tensor, budget: int) -> torch.Tensor:
+    """The keep-mask [head, k] of one policy at one budget (entries)."""
+    heads, _, length = pattern.shape
+    if policy == "oracle":
+        return keep_oracle(pattern, budget)
+    if policy == "recent":
+        return keep_recent(length, budget, heads)
+    if policy == "sink_window":
+        return keep_sink_window(length, budget, heads)
+    if policy == "h2o":
+        return keep_h2o(pattern, budget)
+    if policy == "snapkv":
+        return keep_snapkv(pattern, budget)
+    raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+
+
+def key_channel_absmax(keys: torch.Tensor) -> torch.Tensor:
+    """KIVI (Liu et al. 2024): per-channel absolute maximum of keys [kv_head, pos, d] -> [kv_head, d]."""
+    return keys.float().abs().amax(1)
+
+
+def quantization_error(keys: torch.Tensor, bits: int = 2, per: str = "channel") -> float:
+    """Relative error of asymmetric ``bits``-bit quantisation of keys grouped per channel or per token.
+
+    KIVI quantises keys per channel because a few outlier channels dominate per-token ranges and crush the
+    other channels. Error is the mean over channels of ``||K_c - Q(K)_c|| / ||K_c||`` (a Frobenius ratio
+    would be dominated by the outlier channel itself).
+
+    Args:
+        keys: [kv_head, pos, d].
+        bits: Quantisation bits.
+        per: ``"channel"`` (min/max over positions) or ``"token"`` (min/max over channels).
+    """
+    keys = keys.float()
+    dim = 1 if per == "channel" else 2
+    low, high = keys.amin(dim, keepdim=True), keys.amax(dim, keepdim=True)
+    scale = (high - low).clamp_min(1e-12) / (2**bits - 1)
+    restored = ((keys - low) / scale).round() * scale + low
+    per_channel = (keys - restored).norm(dim=1) / keys.norm(dim=1).clamp_min(1e-12)  # [kv_head, d]
+    return float(per_channel.mean())
+
+
+def retention_curve(
+    patterns: list[torch.Tensor],
+    budgets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+    queries: int = 1,
+) -> list[dict[str, float | str]]:
+    """Retained mass per policy and budget (a share of each prompt's length), averaged over prompts and heads.
+
+    Args:
+        patterns: One layer's patterns, one [head, q, k] per prompt.
+        budgets: Cache budgets as shares of the prompt length.
+        queries: Evaluated query rows at the end of each prompt.
+
+    Returns:
+        Rows ``{"policy", "budget", "retained_mass"}`` (for a tidy DataFrame).
+    """
+    rows: list[dict[str, float | str]] = []
+    for policy in POLICIES:
+        for share in budgets:
+            masses = [
+                float(
+                    retained_mass(p, kept_set(policy, p, max(1, round(share * p.shape[-1]))), queries).mean()
+                )
+                for p in patterns
+            ]
+            rows.append({"policy": policy, "budget": share, "retained_mass": sum(masses) / len(masses)})
+    return rows
