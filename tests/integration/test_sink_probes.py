@@ -65,3 +65,31 @@ def test_sink_probes_run_on_every_zoo_model(name: str) -> None:
     assert table.alpha.between(0, 1).all()
     assert set(position_mass(result, n_layers).layer) == set(range(n_layers))
     assert (massive_table(result, n_layers).top_ratio > 1).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_oss", "deepseek_v3"])
+def test_removing_the_sink_renormalises_the_rest(family: str) -> None:
+    from workbench import intervene
+
+    model = workbench.load(build_tiny(family))
+    ids = torch.arange(3, 13)[None]
+    full = model.read(ids, "blocks.1.attn.hook_pattern")["blocks.1.attn.hook_pattern"][0]
+    with intervene.remove_sink(model, layers=[1]):  # layer 1's inputs stay as they were
+        ablated = model.read(ids, "blocks.1.attn.hook_pattern")["blocks.1.attn.hook_pattern"][0]
+    assert ablated[:, 1:, 0].abs().max() == 0
+    expected = full[:, 1:, 1:] / (full[:, 1:, 1:].sum(-1, keepdim=True))
+    rows = ablated[:, 1:, 1:]
+    if model.adapter.learned_sinks:  # the learned sink keeps its share; the rest scales together
+        expected = expected * rows.sum(-1, keepdim=True)
+    torch.testing.assert_close(rows, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ablated[:, 0], full[:, 0])
+
+
+def test_sink_ablation_hurts_the_planted_sink_model_only_through_its_sinks() -> None:
+    from probes.sinks import sink_ablation
+
+    table = sink_ablation(workbench.load("planted-sink"), _prompts()[:2])
+    assert list(table.columns) == ["prompt", "loss_full", "loss_ablated", "delta_loss", "kl"]
+    assert (table.kl > 0).all()
+    trained = sink_ablation(workbench.load("tiny-moe"), _prompts()[:2])
+    assert (trained.delta_loss > 0).all()  # the trained model relies on its first-token sink

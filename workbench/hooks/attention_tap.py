@@ -14,7 +14,8 @@ Tensor layouts handed to hook functions (HF passes ``[batch, head, pos, d]``):
 - ``kv_key``, ``kv_value`` ``[batch, kv_head, kv_pos, d_head]``, everything this call attends to (the cache
   after its update);
 - ``scores`` ``[batch, head, q_pos, k_pos]``: ``q k^T * scaling + mask``, as eager attention computes it;
-- ``inputs``: an :class:`AttentionCall` with everything the call received (for streamed statistics).
+- ``inputs``: an :class:`AttentionCall` with everything the call received (for streamed statistics);
+- ``mask``: a function of the :class:`AttentionCall` returning a replacement mask (or None to keep it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 TapFn = Callable[[Any], torch.Tensor | None]
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value", "inputs")
+TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value", "inputs", "mask")
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,10 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
             scaling = module.scaling if scaling is None else scaling
             if "scores" in cbs:
                 _run(cbs["scores"], attention_scores(module, query, key_states, attention_mask, scaling))
+            if "mask" in cbs:
+                for fn in cbs["mask"]:
+                    new_mask = fn(AttentionCall(module, query, key_states, value, attention_mask, scaling))
+                    attention_mask = attention_mask if new_mask is None else new_mask
             if "inputs" in cbs:
                 _run(cbs["inputs"], AttentionCall(module, query, key_states, value, attention_mask, scaling))
         return original(module, query, key_states, value, attention_mask, **kwargs)
@@ -192,13 +197,15 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
         eager: The family's eager attention function (default: ``eager_attention_forward`` of the
             module's own modeling file).
     """
-    impl = module.config._attn_implementation
+    # the model may switch to eager inside the context (a pattern hook), so both keys are served
+    keys = sorted({module.config._attn_implementation, "eager"})
     with _lock:
         entry = _entries.setdefault(id(module), TapEntry(eager or _default_eager(module)))
         for field_name, fns in callbacks.items():
             entry.callbacks.setdefault(field_name, []).extend(fns)
         entry.users += 1
-        _install(impl)
+        for key in keys:
+            _install(key)
     try:
         yield
     finally:
@@ -212,4 +219,5 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
             entry.users -= 1
             if entry.users == 0:
                 _entries.pop(id(module), None)
-            _uninstall(impl)
+            for key in keys:
+                _uninstall(key)

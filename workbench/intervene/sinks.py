@@ -1,0 +1,52 @@
+"""Removing the attention sink: every query's attention to the first tokens is masked out before the
+softmax, which renormalises the rest (``A'[t, k] = A[t, k] / (1 - sum_{j < s} A[t, j])`` for ``k >= s``).
+
+Queries among the first ``s`` tokens keep their attention (they can see nothing else). Prompts are taken
+to start at cache index 0 (no left padding, no evicted sink).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import torch
+
+from workbench.hooks.attention_tap import AttentionCall, tap
+from workbench.models.model import WorkbenchModel
+
+
+def _additive(call: AttentionCall) -> torch.Tensor:
+    """The call's mask as an additive float mask [batch or 1, 1, q, k]."""
+    q_len, k_len = call.query.shape[2], call.key.shape[2]
+    dtype, device = call.query.dtype, call.query.device
+    if call.mask is None:
+        rows = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+        keep = torch.arange(k_len, device=device)[None, :] <= rows
+        return torch.zeros(1, 1, q_len, k_len, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
+    mask = call.mask[:, :, :, :k_len]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, float("-inf"))
+    return mask.clone()
+
+
+@contextmanager
+def remove_sink(
+    model: WorkbenchModel, sink_tokens: int = 1, layers: list[int] | None = None
+) -> Iterator[None]:
+    """Mask the first ``sink_tokens`` keys for every later query in the chosen layers (all by default)."""
+
+    def edit(call: AttentionCall) -> torch.Tensor:
+        mask = _additive(call)
+        q_len, k_len = call.query.shape[2], call.key.shape[2]
+        later = torch.arange(q_len, device=mask.device) + (k_len - q_len) >= sink_tokens  # absolute positions
+        mask[:, :, later, :sink_tokens] = float("-inf")
+        return mask
+
+    blocks = model.adapter.block_modules(model.base)
+    with ExitStack() as stack:
+        for layer, block in enumerate(blocks):
+            if layers is None or layer in layers:
+                attn = block.get_submodule(model.adapter.attn)
+                stack.enter_context(tap(attn, {"mask": [edit]}, model.adapter.eager_attention(attn)))
+        yield
