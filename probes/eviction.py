@@ -1,0 +1,143 @@
+"""Eviction simulation: run the model with a pruned KV cache and compare it with the full cache.
+
+Teacher-forced: the prompt is prefilled, its cache pruned once to ``budget`` entries per layer by a
+policy of :mod:`probes.kvcache` (scores pooled over the query heads that share a KV head), then the
+continuation is fed token by token, each new token appended to the cache. Reported against the same
+decoding with the full cache: perplexity of the continuation, ``KL(p_full || p_pruned)`` and top-1
+agreement, averaged over continuation positions.
+
+Positions: ``"original"`` keeps every token's position (H2O, SnapKV); ``"cache"`` re-assigns positions
+inside the cache as StreamingLLM does (Xiao et al. 2023, Sec. 3.2): kept keys are re-rotated to positions
+``0..B-1`` and new tokens continue from ``B``. Re-rotation needs standard rotate-half RoPE with no
+attention scaling (Llama, Mistral, Qwen, Mixtral, OLMoE, Granite-MoE).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from transformers import DynamicCache
+
+from probes.kvcache import kept_set
+from workbench.models.model import WorkbenchModel
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _reposition(model: WorkbenchModel, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rotate cached keys [b, kvh, B, d] from their original positions ``index`` to ``0..B-1``."""
+    rotary = getattr(model.base, "rotary_emb", None)
+    if (
+        rotary is None
+        or getattr(rotary, "attention_scaling", 1.0) != 1.0
+        or model.adapter.kv_layout(model.config) == "MLA"
+    ):
+        raise ValueError(f"{model.adapter.family}: cache positions need plain rotate-half RoPE")
+    target = torch.arange(index.shape[-1], device=keys.device)
+    delta = (target - index).reshape(-1, index.shape[-1])  # [b * kvh, B]
+    cos, sin = rotary(keys, position_ids=delta)  # [b * kvh, B, d]
+    cos, sin = cos.reshape(*index.shape, -1), sin.reshape(*index.shape, -1)
+    return keys * cos + _rotate_half(keys) * sin
+
+
+def _prune(
+    model: WorkbenchModel,
+    cache: DynamicCache,
+    patterns: list[torch.Tensor],
+    policy: str,
+    budget: int,
+    positions: str,
+) -> None:
+    for cached, pattern in zip(cache.layers, patterns, strict=True):
+        if cached.keys.shape[2] != pattern.shape[-1]:
+            continue  # a sliding-window layer: its own window already bounds the cache
+        kv_heads = cached.keys.shape[1]
+        grouped = pattern.float().unflatten(0, (kv_heads, -1)).sum(1)  # [kv_head, q, k] scores per KV head
+        keep = kept_set(policy, grouped, budget)  # [kv_head, k]
+        index = keep.nonzero()[:, 1].view(kv_heads, -1)[None]  # [1, kv_head, B], ascending positions
+        gather = index[..., None].expand(-1, -1, -1, cached.keys.shape[-1])
+        keys = cached.keys.gather(2, gather)
+        values = cached.values.gather(2, index[..., None].expand(-1, -1, -1, cached.values.shape[-1]))
+        cached.keys = _reposition(model, keys, index) if positions == "cache" else keys
+        cached.values = values
+
+
+@torch.no_grad()
+def simulate_eviction(
+    model: WorkbenchModel,
+    ids: torch.Tensor,
+    prompt_len: int,
+    policy: str,
+    budget: int,
+    positions: str = "original",
+) -> dict[str, float]:
+    """Perplexity, KL to the full cache and top-1 agreement of a continuation under a pruned prompt cache.
+
+    Args:
+        model: A causal model.
+        ids: Token ids [1, N]; the first ``prompt_len`` are the prompt.
+        prompt_len: Prompt length (the part that is pruned).
+        policy: ``oracle``, ``recent``, ``sink_window``, ``h2o`` or ``snapkv``.
+        budget: Cache entries kept per layer and KV head (``>= prompt_len`` keeps everything).
+        positions: ``"original"`` or ``"cache"`` (StreamingLLM).
+    """
+    runs = {}
+    names = model.hook_points(r"blocks\.\d+\.attn\.hook_pattern")
+    for pruned in (False, True):
+        cache = DynamicCache(config=model.config)
+        store: dict[str, torch.Tensor] = {}
+
+        def keep(value: torch.Tensor, name: str, store: dict[str, torch.Tensor] = store) -> None:
+            store[name] = value[0]
+
+        with model.hooks(dict.fromkeys(names, keep)):  # the same eager prefill for both runs
+            out = model.hf(input_ids=ids[:, :prompt_len], past_key_values=cache, use_cache=True)
+        logits = [out.logits[:, -1]]
+        start = prompt_len
+        if pruned and budget < prompt_len:
+            _prune(model, cache, [store[n] for n in names], policy, budget, positions)
+            if positions == "cache":
+                start = budget
+        for step, token in enumerate(ids[0, prompt_len:-1].tolist()):
+            position = torch.tensor([[start + step]])
+            out = model.hf(
+                input_ids=torch.tensor([[token]]),
+                position_ids=position,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits.append(out.logits[:, -1])
+        runs[pruned] = torch.cat(logits).float().log_softmax(-1)
+    full, pruned_logp = runs[False], runs[True]
+    targets = ids[0, prompt_len:]
+    nll = -pruned_logp.gather(-1, targets[:, None]).mean()
+    return {
+        "perplexity": math.exp(float(nll)),
+        "kl": float((full.exp() * (full - pruned_logp)).sum(-1).mean()),
+        "top1_agreement": float((full.argmax(-1) == pruned_logp.argmax(-1)).float().mean()),
+    }
+
+
+def eviction_table(
+    model: WorkbenchModel,
+    ids: torch.Tensor,
+    prompt_len: int,
+    budgets: tuple[float, ...] = (0.2, 0.5, 1.0),
+    policies: tuple[str, ...] = ("recent", "sink_window", "h2o", "snapkv"),
+    positions: str = "original",
+) -> pd.DataFrame:
+    """:func:`simulate_eviction` over policies and budgets (shares of the prompt). Columns: ``policy, budget,
+    perplexity, kl, top1_agreement, positions``."""
+    rows = []
+    for policy in policies:
+        for share in budgets:
+            found = simulate_eviction(
+                model, ids, prompt_len, policy, max(1, round(share * prompt_len)), positions
+            )
+            rows.append({"policy": policy, "budget": share, **found, "positions": positions})
+    return pd.DataFrame(rows)
