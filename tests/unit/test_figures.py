@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from probes.figures import first_token_mass_by_layer, policy_curves, sink_heatmap
 
@@ -18,7 +19,7 @@ def test_heatmap_and_curves_carry_the_table_values() -> None:
     heat = sink_heatmap(table)
     assert heat.data[0].z[2][3] == table.set_index(["layer", "head"]).alpha[(2, 3)]
     expected = [table[table.layer == layer].alpha.mean() for layer in range(3)]
-    assert list(first_token_mass_by_layer(table).data[0].y) == expected
+    assert list(first_token_mass_by_layer(table).data[0].y) == pytest.approx(expected, abs=1e-12)
     curves = pd.DataFrame(
         [
             {"policy": p, "budget": b, "kl": b * (i + 1)}
