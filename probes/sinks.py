@@ -208,3 +208,48 @@ def sink_ablation(model: WorkbenchModel, prompts: Sequence[str], sink_tokens: in
             }
         )
     return pd.DataFrame(rows)
+
+
+def alpha_from_streamed(sink_mass: torch.Tensor) -> torch.Tensor:
+    """:func:`key_alpha` of the first token from the streamed ``stat_sink_mass`` [head, q] (sink_tokens=1).
+
+    For causal attention every query sees the first token, so ``alpha = mean_t A[t, 0]``: long inputs get
+    the sink rate without any ``T x T`` pattern.
+    """
+    return sink_mass.float().mean(-1)
+
+
+def sink_tokens(capture: Capture, tokenizer: object, layer: int, top: int = 3) -> pd.DataFrame:
+    """The positions that take the most attention in one layer, with their tokens and a category.
+
+    Categories: ``first`` (position 0), ``bos`` / ``cls`` / ``sep`` / ``eos`` (the tokenizer's special
+    tokens), ``delimiter`` (punctuation or whitespace-only tokens), else ``other``. Columns: ``prompt,
+    position, token, category, mass``.
+    """
+    specials = {getattr(tokenizer, f"{role}_token_id", None): role for role in ("bos", "cls", "sep", "eos")}
+    rows = []
+    for prompt, (ids, pattern) in enumerate(
+        zip(capture.tokens, capture[PATTERN.format(layer=layer)], strict=True)
+    ):
+        mass = pattern.float().mean(dim=(0, 1))
+        for position in mass.topk(min(top, len(mass))).indices.tolist():
+            token_id = int(ids[position])
+            text = tokenizer.decode([token_id])
+            if position == 0:
+                category = "first"
+            elif token_id in specials:
+                category = specials[token_id]
+            elif not text.strip() or all(not ch.isalnum() for ch in text.strip()):
+                category = "delimiter"
+            else:
+                category = "other"
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "position": position,
+                    "token": text,
+                    "category": category,
+                    "mass": float(mass[position]),
+                }
+            )
+    return pd.DataFrame(rows)

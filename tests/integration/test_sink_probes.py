@@ -93,3 +93,26 @@ def test_sink_ablation_hurts_the_planted_sink_model_only_through_its_sinks() -> 
     assert (table.kl > 0).all()
     trained = sink_ablation(workbench.load("tiny-moe"), _prompts()[:2])
     assert (trained.delta_loss > 0).all()  # the trained model relies on its first-token sink
+
+
+def test_streamed_sink_rate_on_long_inputs_equals_the_pattern_one() -> None:
+    from probes.sinks import alpha_from_streamed, key_alpha
+
+    model = workbench.load("tiny-moe")
+    ids = torch.randint(3, 4000, (1, 300), generator=torch.Generator().manual_seed(1))
+    spec = CaptureSpec(points=[r"blocks\.3\.attn\.hook_pattern"], stats=["sink_mass"], layers=[3], chunk=64)
+    result = capture(model, ids, spec, progress=False)
+    streamed = alpha_from_streamed(result["blocks.3.attn.stat_sink_mass"][0])
+    torch.testing.assert_close(
+        streamed, key_alpha(result["blocks.3.attn.hook_pattern"][0]), atol=1e-5, rtol=0
+    )
+
+
+def test_sink_tokens_are_categorised() -> None:
+    from probes.sinks import sink_tokens
+
+    model = workbench.load("minilm")
+    result = capture(model, SENTENCES, SPEC, progress=False)
+    table = sink_tokens(result, model.tokenizer, layer=2, top=1)
+    assert set(table.category) <= {"first", "cls", "sep", "delimiter", "other"}
+    assert (table.category == "first").mean() >= 0.75  # [CLS] at position 0 takes the most attention
