@@ -96,7 +96,7 @@ def simulate_eviction(
             store[name] = value[0]
 
         with model.hooks(dict.fromkeys(names, keep)):  # the same eager prefill for both runs
-            out = model.hf(input_ids=ids[:, :prompt_len], past_key_values=cache, use_cache=True)
+            out = model.hf(input_ids=ids[:, :prompt_len], cache=cache, use_cache=True)
         logits = [out.logits[:, -1]]
         start = prompt_len
         if pruned and budget < prompt_len:
@@ -108,7 +108,7 @@ def simulate_eviction(
             out = model.hf(
                 input_ids=torch.tensor([[token]]),
                 position_ids=position,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             logits.append(out.logits[:, -1])

@@ -132,7 +132,7 @@ def stream_generate(
             stack.enter_context(model.hooks(hooks))
             for context in _stat_taps(model, stats, spec, state, values):
                 stack.enter_context(context)
-            out = model.hf(input_ids=feed, position_ids=position_ids, past_key_values=cache, use_cache=True)
+            out = model.hf(input_ids=feed, position_ids=position_ids, cache=cache, use_cache=True)
         step_values = {}
         for name in points + stats:
             layout = layout_for(name)

@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 import workbench
 from workbench.errors import WorkbenchError
+from workbench.tables import markdown_table
 from workbench.zoo.corpus import Corpus, build_corpus, save_heldout_sample
 from workbench.zoo.evaluate import domain_windows, random_init_routing_stats, routing_stats
 from workbench.zoo.planted import SINK_HEADS, build_planted_sink
@@ -32,16 +33,6 @@ def build_tokenizers(corpus: Corpus, names: list[str] | None = None) -> None:
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """A zoo tokenizer."""
     return PreTrainedTokenizerFast.from_pretrained(tokenizer_dir(name))
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append(
-            "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-        )
-    return "\n".join(lines)
 
 
 def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], corpus: Corpus) -> None:
@@ -74,10 +65,10 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
         "",
         "## Held-out loss per domain (nats per token)",
         "",
-        _markdown_table([{"domain": d, "loss": v} for d, v in losses.items()]),
+        markdown_table([{"domain": d, "loss": v} for d, v in losses.items()]),
     ]
     for title, rows in facts.get("tables", {}).items():
-        parts += ["", f"## {title}", "", _markdown_table(rows)]
+        parts += ["", f"## {title}", "", markdown_table(rows)]
     parts += ["", "## Corpus", "", "```json", json.dumps(corpus.provenance, indent=2), "```", ""]
     (directory / "MODEL_CARD.md").write_text("\n".join(parts))
     (directory / "metrics.json").write_text(json.dumps(facts, indent=2))
