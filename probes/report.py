@@ -46,14 +46,16 @@ def sinks_section() -> str:
             {"model": name, "sink_rate_eps0.3": round(sink_rate(alphas), 1), "alpha_by_layer": by_layer}
         )
     minilm = workbench.load("minilm")
-    sentences = [s.split("\n")[0][:200] for s in _prompts()[2:6]]
+    english = load_heldout_sample(MODELS_DIR.parent / "heldout")["english"]
+    sentences = [line for doc in english for line in doc.split("\n") if 20 < len(line) < 100][:16]
     masses = token_mass(capture(minilm, sentences, SPEC, progress=False), 6, [101, 102])
     pivot = masses.pivot(index="layer", columns="token_id", values="mass").round(3)
     pivot.columns = ["[CLS] mass", "[SEP] mass"]
     return (
         "### Sink rate (Gu et al. 2024, eps 0.3, first token) on held-out text of all five domains\n\n"
         + markdown_table(rows)
-        + "\n\n### all-MiniLM-L6-v2 (adapted bidirectional metric): attention to [CLS] and [SEP]\n\n"
+        + "\n\n### all-MiniLM-L6-v2 (adapted bidirectional metric): attention to [CLS] and [SEP], 16 short\n"
+        + "English sentences from the held-out fortunes\n\n"
         + markdown_table(pivot, index=True, digits=3)
         + "\n"
     )

@@ -116,3 +116,15 @@ def test_sink_tokens_are_categorised() -> None:
     table = sink_tokens(result, model.tokenizer, layer=2, top=1)
     assert set(table.category) <= {"first", "cls", "sep", "delimiter", "other"}
     assert (table.category == "first").mean() >= 0.75  # [CLS] at position 0 takes the most attention
+
+
+@pytest.mark.parametrize("name", [n for n, e in zoo().items() if e.kind == "trained" or n == "planted-sink"])
+def test_ablation_and_eviction_run_on_every_causal_zoo_model(name: str) -> None:
+    from probes.eviction import eviction_table
+    from probes.sinks import sink_ablation
+
+    model = workbench.load(name)
+    assert len(sink_ablation(model, _prompts()[:1])) == 1
+    ids = model.encode(_prompts()[0])["input_ids"][:, :40]
+    table = eviction_table(model, ids, prompt_len=32, budgets=(0.25, 1.0), policies=("h2o", "snapkv"))
+    assert (table[table.budget == 1.0].kl == 0).all()
