@@ -10,7 +10,9 @@ def sink_heatmap(table: pd.DataFrame, title: str = "First-token alpha (Gu et al.
     """Layer x head heatmap of ``alpha`` from :func:`probes.sinks.sink_table`."""
     grid = table.pivot(index="layer", columns="head", values="alpha")
     figure = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), zmin=0, zmax=1))
-    return figure.update_layout(title=title, xaxis_title="head", yaxis_title="layer")
+    return figure.update_layout(
+        title=title, xaxis_title="head", yaxis_title="layer", xaxis_dtick=1, yaxis_dtick=1
+    )
 
 
 def first_token_mass_by_layer(table: pd.DataFrame) -> go.Figure:
