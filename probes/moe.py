@@ -7,6 +7,8 @@ is never recomputed here.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -66,3 +68,131 @@ def domain_expert_mutual_information(indices: torch.Tensor, domains: torch.Tenso
     mi = (joint[nonzero] * (joint / (p_d * p_e))[nonzero].log()).sum()
     h_d = -(p_d[p_d > 0] * p_d[p_d > 0].log()).sum()
     return float(mi / h_d)
+
+
+def load_entropy(load: torch.Tensor) -> float:
+    """Entropy (nats) of the expert-load distribution; ``log(n_experts)`` when perfectly balanced."""
+    nonzero = load[load > 0]
+    return float(-(nonzero * nonzero.log()).sum())
+
+
+def dead_experts(load: torch.Tensor) -> list[int]:
+    """Experts that received no token-slot."""
+    return (load == 0).nonzero().flatten().tolist()
+
+
+def hf_pooled_balance_loss(router_logits: list[torch.Tensor], top_k: int, n_experts: int) -> float:
+    """HF's ``load_balancing_loss_func`` (transformers' Mixtral code): all layers pooled, top-k counted.
+
+    ``N x sum_e (mean over tokens and layers of 1[e in top-k]) x P_e`` summed over the k slots; it equals
+    ``top_k`` under perfectly balanced routing (the Switch form of :func:`switch_balance_loss` equals 1).
+    This variant recomputes top-k from the logits, as HF's training loss does.
+    """
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    return float(load_balancing_loss_func(tuple(router_logits), n_experts, top_k))
+
+
+def router_z_loss(router_logits: torch.Tensor) -> float:
+    """ST-MoE router z-loss (Zoph et al. 2022, eq. 5): mean over tokens of ``logsumexp(logits)^2``."""
+    return float(torch.logsumexp(router_logits.float(), dim=-1).pow(2).mean())
+
+
+def domain_specialisation(counts: torch.Tensor, top_k: int) -> torch.Tensor:
+    """OLMoE domain specialisation (Muennighoff et al. 2024, Sec. 5.2): ``spec(e) = k x count(e) / slots``.
+
+    ``count(e)`` is how often expert ``e`` appeared in the domain's tokens' top-k and ``slots = sum_e
+    count(e) = k x tokens``, so ``spec(e)`` is the share of the domain's tokens that route to ``e``; a
+    uniform router gives ``k / E``.
+
+    Args:
+        counts: [n_experts] selection counts of one domain and layer.
+        top_k: Experts per token.
+    """
+    counts = counts.float()
+    return top_k * counts / counts.sum()
+
+
+def selection_counts(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """[n_experts] number of tokens whose top-k contains each expert."""
+    return torch.bincount(indices.reshape(-1), minlength=n_experts)
+
+
+def vocabulary_specialisation(indices: torch.Tensor, token_ids: torch.Tensor, n_experts: int) -> float:
+    """OLMoE vocabulary specialisation: per token id, the share of its occurrences whose top-k contains its
+    favourite expert, averaged over token ids (1 = each token id always goes to one expert)."""
+    hits = torch.zeros(int(token_ids.max()) + 1, n_experts)
+    hits.index_put_(
+        (token_ids[:, None].expand_as(indices).reshape(-1), indices.reshape(-1)),
+        torch.ones(indices.numel()),
+        accumulate=True,
+    )
+    occurrences = torch.bincount(token_ids, minlength=hits.shape[0]).float()
+    seen = occurrences > 0
+    return float((hits[seen].amax(-1) / occurrences[seen]).mean())
+
+
+def coactivation(indices: torch.Tensor, n_experts: int, adjacent: bool = False) -> torch.Tensor:
+    """OLMoE co-activation ``coact(i -> j) = N(i and j selected together) / N(i selected)`` [E, E].
+
+    ``adjacent=True`` counts only neighbours in the ranked top-k list, as the released OLMoE analysis code
+    does; the default counts all pairs. The diagonal is zero.
+    """
+    together = torch.zeros(n_experts, n_experts)
+    k = indices.shape[-1]
+    pairs = (
+        [(a, a + 1) for a in range(k - 1)]
+        if adjacent
+        else [(a, b) for a in range(k) for b in range(k) if a != b]
+    )
+    for a, b in pairs:
+        together.index_put_((indices[:, a], indices[:, b]), torch.ones(indices.shape[0]), accumulate=True)
+        if adjacent:
+            together.index_put_((indices[:, b], indices[:, a]), torch.ones(indices.shape[0]), accumulate=True)
+    selected = selection_counts(indices, n_experts).float().clamp_min(1)
+    return together / selected[:, None]
+
+
+def consecutive_repetition(indices: torch.Tensor) -> dict[str, float]:
+    """Mixtral paper (Jiang et al. 2024, Sec. 5): for consecutive tokens of one sequence [pos, k] (ranked),
+    ``rep1 = P[top1(x_i) = top1(x_{i+1})]`` and ``repk = P[top-k sets intersect]``."""
+    first = (indices[1:, 0] == indices[:-1, 0]).float().mean()
+    overlap = (indices[1:, :, None] == indices[:-1, None, :]).any(-1).any(-1).float().mean()
+    return {"rep1": float(first), "repk": float(overlap)}
+
+
+def random_repetition_baseline(n_experts: int, top_k: int) -> dict[str, float]:
+    """Random-routing baselines: ``1/E`` and ``1 - C(E-k, k) / C(E, k)`` (46.4% for E=8, k=2)."""
+    return {
+        "rep1": 1 / n_experts,
+        "repk": 1 - math.comb(n_experts - top_k, top_k) / math.comb(n_experts, top_k),
+    }
+
+
+def router_saturation(indices: torch.Tensor, final_indices: torch.Tensor) -> float:
+    """OLMoE router saturation (Sec. 5.1): ``mean_t |topk_t(x) & topk_final(x)| / k`` on the same tokens."""
+    shared = (indices[:, :, None] == final_indices[:, None, :]).any(-1).sum(-1).float()
+    return float((shared / indices.shape[-1]).mean())
+
+
+def shared_expert_share(mlp_out: torch.Tensor, routed_out: torch.Tensor) -> float:
+    """Share of the MoE output norm that the shared expert(s) contribute (DeepSeekMoE, Qwen2-MoE):
+    ``||s|| / (||s|| + ||r||)`` per token, averaged, with ``r`` the routed experts' weighted sum and
+    ``s = mlp_out - r`` the shared part as applied (after Qwen2-MoE's gate)."""
+    mlp_out = mlp_out.reshape(-1, mlp_out.shape[-1]).float()
+    routed = routed_out.reshape(-1, routed_out.shape[-1]).float()
+    shared = (mlp_out - routed).norm(dim=-1)
+    return float((shared / (shared + routed.norm(dim=-1)).clamp_min(1e-12)).mean())
+
+
+def cross_layer_consistency(top1_here: torch.Tensor, top1_next: torch.Tensor, n_experts: int) -> float:
+    """Mutual information (nats) between a token's top-1 expert at layer l and at layer l+1, divided by the
+    entropy of the layer-l choice (0: independent, 1: determined)."""
+    joint = torch.zeros(n_experts, n_experts)
+    joint.index_put_((top1_here, top1_next), torch.ones(top1_here.numel()), accumulate=True)
+    joint /= joint.sum()
+    p, q = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    nonzero = joint > 0
+    mi = (joint[nonzero] * (joint / (p * q))[nonzero].log()).sum()
+    h = -(p[p > 0] * p[p > 0].log()).sum()
+    return float(mi / h) if h > 0 else 0.0

@@ -262,6 +262,8 @@ class ArchAdapter:
             sites["moe.hook_router_logits"] = Site(self.router, index=conv.index_of("logits"), read_only=True)
             sites["moe.hook_expert_weights"] = Site(self.router, index=conv.index_of("weights"))
             sites["moe.hook_expert_indices"] = Site(self.router, index=conv.index_of("indices"))
+            if self.experts and has_submodule(block, self.experts):
+                sites["moe.hook_routed_out"] = Site(self.experts)
             if self.shared_experts and has_submodule(block, self.shared_experts):
                 sites["moe.hook_shared_out"] = Site(self.shared_experts)
         elif self.mlp_down and has_submodule(block, self.mlp_down):

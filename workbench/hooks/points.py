@@ -83,6 +83,11 @@ POINTS: tuple[PointDoc, ...] = (
         "Weights the family applies to the selected experts (after its renormalisation and scaling).",
     ),
     PointDoc(
+        "blocks.{L}.moe.hook_routed_out",
+        "[tokens, d_model]",
+        "Weighted sum of the routed experts' outputs (the experts module's output, before shared experts).",
+    ),
+    PointDoc(
         "blocks.{L}.moe.hook_shared_out",
         "[batch, pos, d_model] or [tokens, d_model]",
         "Shared-expert output (Qwen2-MoE: before its sigmoid gate; DeepSeek: as added).",
