@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import torch
+
+from workbench.models.model import WorkbenchModel
 
 
 def expert_load(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -196,3 +199,52 @@ def cross_layer_consistency(top1_here: torch.Tensor, top1_next: torch.Tensor, n_
     mi = (joint[nonzero] * (joint / (p * q))[nonzero].log()).sum()
     h = -(p[p > 0] * p[p > 0].log()).sum()
     return float(mi / h) if h > 0 else 0.0
+
+
+def expert_importance(
+    model: WorkbenchModel,
+    ids: torch.Tensor,
+    domains: torch.Tensor,
+    layer: int,
+    names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Loss increase per domain when each expert of ``layer`` is masked (renormalised as the family does).
+
+    Columns: ``domain, expert, delta_loss`` (mean next-token cross-entropy with the expert masked minus
+    without). ``ids`` are windows [n, pos] with domain ids ``domains`` [n]; ``names`` label the domains.
+    """
+    from workbench.intervene import mask_experts
+
+    def losses() -> torch.Tensor:
+        with torch.no_grad():
+            logits = model.hf(input_ids=ids).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").mean(-1)
+        return torch.stack([nll[domains == d].mean() for d in range(int(domains.max()) + 1)])
+
+    base = losses()
+    rows = []
+    for expert in range(model.adapter.moe_facts(model.config)["experts"]):
+        with mask_experts(model, {layer: [expert]}):
+            delta = losses() - base
+        for d, value in enumerate(delta.tolist()):
+            rows.append({"domain": names[d] if names else d, "expert": expert, "delta_loss": value})
+    return pd.DataFrame(rows)
+
+
+def domain_expert_table(
+    indices: torch.Tensor, token_domains: torch.Tensor, n_experts: int, top_k: int, names: list[str]
+) -> pd.DataFrame:
+    """Domain specialisation per (domain, expert) from captured ids. Columns: ``domain, expert, spec``."""
+    rows = []
+    for d, name in enumerate(names):
+        spec = domain_specialisation(selection_counts(indices[token_domains == d], n_experts), top_k)
+        rows += [{"domain": name, "expert": e, "spec": float(v)} for e, v in enumerate(spec)]
+    return pd.DataFrame(rows)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two vectors (ranks without tie averaging: meant for continuous data)."""
+    ra = a.argsort().argsort().float()
+    rb = b.argsort().argsort().float()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))

@@ -9,11 +9,12 @@ undone on exit, also when the forward pass raises::
 
 from workbench.intervene.heads import ablate_heads, head_means
 from workbench.intervene.patch import patch, replace
-from workbench.intervene.routing import force_experts, mask_experts, reroute
+from workbench.intervene.routing import drop_shared_experts, force_experts, mask_experts, reroute
 from workbench.intervene.sinks import remove_sink
 
 __all__ = [
     "ablate_heads",
+    "drop_shared_experts",
     "force_experts",
     "head_means",
     "mask_experts",

@@ -90,3 +90,13 @@ def force_experts(model: WorkbenchModel, experts: dict[int, list[int]]) -> Itera
 
     with reroute(model, edit, layers=list(experts)):
         yield
+
+
+@contextmanager
+def drop_shared_experts(model: WorkbenchModel) -> Iterator[None]:
+    """Zero the shared experts' output in every MoE layer (DeepSeekMoE, Qwen2-MoE) inside the context."""
+    names = model.hook_points(r"blocks\.\d+\.moe\.hook_shared_out", missing_ok=True)
+    if not names:
+        raise ValueError(f"{model.adapter.family} has no shared experts")
+    with model.hooks(dict.fromkeys(names, lambda value, name: torch.zeros_like(value))):
+        yield

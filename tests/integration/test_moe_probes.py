@@ -1,0 +1,103 @@
+"""MoE probes on real modules: every MoE family at random init, the tiny-moe checkpoint pair, the zoo card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import workbench
+from probes import moe
+from workbench import intervene
+from workbench.arch import ADAPTERS
+from workbench.capture import CaptureSpec, capture
+from workbench.models.tiny import VOCAB, build_tiny
+from workbench.zoo.corpus import DOMAINS, load_heldout_sample
+from workbench.zoo.evaluate import domain_windows
+from workbench.zoo.registry import MODELS_DIR
+
+MOE_FAMILIES = [a.family for a in ADAPTERS if a.router_convention is not None]
+ROUTING = [r"blocks\.\d+\.moe\.hook_.*", r"blocks\.\d+\.hook_mlp_out"]
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_every_moe_probe_runs_on_every_family(family: str) -> None:
+    model = workbench.load(build_tiny(family))
+    ids = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
+    result = capture(model, ids, CaptureSpec(points=ROUTING), progress=False)
+    facts = model.adapter.moe_facts(model.config)
+    n_experts, top_k = facts["experts"], facts["top_k"]
+    layers = sorted({int(n.split(".")[1]) for n in result.names if "expert_indices" in n})
+    for layer in layers:
+        pre = f"blocks.{layer}.moe."
+        indices = torch.cat(result[pre + "hook_expert_indices"])
+        logits = torch.cat(result[pre + "hook_router_logits"])
+        load = moe.expert_load(indices, n_experts)
+        assert abs(float(load.sum()) - 1) < 1e-6 and 0 < moe.load_entropy(load) <= torch.log(
+            torch.tensor(n_experts)
+        )
+        assert isinstance(moe.dead_experts(load), list)
+        assert (
+            float(moe.switch_balance_loss(logits, indices, n_experts)) > 0 and moe.router_z_loss(logits) >= 0
+        )
+        assert 0 < moe.vocabulary_specialisation(indices, ids.reshape(-1), n_experts) <= 1
+        assert moe.coactivation(indices, n_experts).shape == (n_experts, n_experts)
+        assert moe.coactivation(indices, n_experts, adjacent=True).diagonal().abs().sum() == 0
+        repetition = moe.consecutive_repetition(result[pre + "hook_expert_indices"][0])
+        assert 0 <= repetition["rep1"] <= repetition["repk"] <= 1
+        if pre + "hook_shared_out" in result:
+            mlp_out = torch.cat(result[f"blocks.{layer}.hook_mlp_out"])
+            share = moe.shared_expert_share(mlp_out, torch.cat(result[pre + "hook_routed_out"]))
+            assert 0 < share < 1
+    pooled = moe.hf_pooled_balance_loss(
+        [torch.cat(result[f"blocks.{i}.moe.hook_router_logits"]) for i in layers], top_k, n_experts
+    )
+    assert pooled > 0
+    top1 = [torch.cat(result[f"blocks.{i}.moe.hook_expert_indices"])[:, 0] for i in layers[:2]]
+    assert 0 <= moe.cross_layer_consistency(top1[0], top1[1], n_experts) <= 1 + 1e-6
+    table = moe.expert_importance(model, ids, torch.tensor([0, 0, 1, 1]), layers[0], names=["a", "b"])
+    assert len(table) == 2 * n_experts and table.delta_loss.abs().max() > 0
+
+
+def test_router_saturation_on_the_checkpoint_pair() -> None:
+    final, early = workbench.load("tiny-moe"), workbench.load("tiny-moe-early")
+    ids, _ = domain_windows(final.tokenizer, load_heldout_sample(MODELS_DIR.parent / "heldout"), per_domain=4)
+    spec = CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_expert_indices"])
+    a, b = capture(early, ids, spec, progress=False), capture(final, ids, spec, progress=False)
+    for name in a.names:
+        saturation = moe.router_saturation(torch.cat(a[name]), torch.cat(b[name]))
+        assert 0 < saturation < 1
+        assert moe.router_saturation(torch.cat(b[name]), torch.cat(b[name])) == 1.0
+
+
+def test_tiny_moe_mutual_information_matches_its_card() -> None:
+    model = workbench.load("tiny-moe")
+    ids, domains = domain_windows(model.tokenizer, load_heldout_sample(MODELS_DIR.parent / "heldout"))
+    result = capture(
+        model, ids, CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_expert_indices"]), progress=False
+    )
+    card = json.loads((MODELS_DIR / "tiny-moe" / "metrics.json").read_text())["tables"]
+    recorded = {
+        r["layer"]: r["mi_over_domain_entropy"] for r in card["Routing on the held-out mix (trained)"]
+    }
+    token_domains = domains[:, None].expand_as(ids).reshape(-1)
+    for name in result.names:
+        layer = int(name.split(".")[1])
+        found = moe.domain_expert_mutual_information(torch.cat(result[name]), token_domains, 8)
+        assert abs(found - recorded[layer]) < 0.01
+    table = moe.domain_expert_table(
+        torch.cat(result["blocks.3.moe.hook_expert_indices"]), token_domains, 8, 2, list(DOMAINS)
+    )
+    assert set(table.domain) == set(DOMAINS) and abs(table.groupby("domain").spec.sum() - 2).max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v2"])
+def test_dropping_the_shared_expert_changes_and_restores(family: str) -> None:
+    model = workbench.load(build_tiny(family))
+    ids = torch.randint(3, VOCAB, (1, 9), generator=torch.Generator().manual_seed(1))
+    clean = model.forward(ids).logits
+    with intervene.drop_shared_experts(model):
+        dropped = model.forward(ids).logits
+    assert (dropped - clean).abs().max() > 1e-5
+    assert torch.equal(model.forward(ids).logits, clean)
