@@ -31,3 +31,22 @@ def policy_curves(table: pd.DataFrame, value: str, title: str) -> go.Figure:
             go.Scatter(x=list(rows.budget), y=list(rows[value]), mode="lines+markers", name=policy)
         )
     return figure.update_layout(title=title, xaxis_title="cache budget (share of prompt)", yaxis_title=value)
+
+
+def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: str) -> go.Figure:
+    """A heatmap of one value column over two key columns (domain x expert, expert x expert ...)."""
+    grid = table.pivot(index=index, columns=columns, values=values)
+    figure = go.Figure(
+        go.Heatmap(z=grid.values, x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index])
+    )
+    return figure.update_layout(title=title, xaxis_title=columns, yaxis_title=index)
+
+
+def load_bars(table: pd.DataFrame, title: str = "Expert load per layer") -> go.Figure:
+    """Grouped bars of ``load`` per ``expert``, one group per ``layer``."""
+    figure = go.Figure()
+    for layer, rows in table.groupby("layer"):
+        figure.add_trace(go.Bar(x=list(rows.expert), y=list(rows.load), name=f"layer {layer}"))
+    return figure.update_layout(
+        title=title, xaxis_title="expert", yaxis_title="share of token-slots", barmode="group"
+    )
