@@ -120,3 +120,115 @@ def anisotropy(points: torch.Tensor, pairs: int = 2000, seed: int = 0) -> float:
     return float(
         torch.nn.functional.cosine_similarity(points[a[keep]].float(), points[b[keep]].float()).mean()
     )
+
+
+def max_explained_variance(points: torch.Tensor) -> float:
+    """Share of the total variance along the first principal component (1 = all variance on one axis)."""
+    centred = points.double() - points.double().mean(0)
+    s = torch.linalg.svdvals(centred) ** 2
+    return float(s[0] / s.sum())
+
+
+def twonn_decimation(
+    points: torch.Tensor, fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), seed: int = 0
+) -> dict[int, float]:
+    """TwoNN at decreasing sample sizes (Facco et al. 2017's scale analysis): ``{N: ID}``; a plateau marks
+    the scale where the estimate is trustworthy."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(points.shape[0], generator=generator)
+    return {
+        int(f * len(order)): twonn(points[order[: int(f * len(order))]])
+        for f in fractions
+        if f * len(order) >= 8
+    }
+
+
+def pool(hidden: torch.Tensor, how: str) -> torch.Tensor:
+    """One prompt's [pos, d] representations pooled: ``last`` [1, d], ``mean`` [1, d], ``all`` [pos, d]."""
+    if how == "last":
+        return hidden[-1:]
+    if how == "mean":
+        return hidden.mean(0, keepdim=True)
+    if how == "all":
+        return hidden
+    raise ValueError(f"unknown pooling {how!r}; use last, mean or all")
+
+
+def id_summaries(profile: list[float]) -> dict[str, int | float | None]:
+    """Both published readings of an ID profile over layers.
+
+    ``abstraction_peak`` (Cheng et al. 2025): the layer of the ID maximum away from the ends (mid-depth
+    peak). ``semantic_minimum`` (Valeriani et al. 2023): the ID minimum after the first local peak. Their
+    ratio ``peak_id / minimum_id`` is reported too.
+    """
+    n = len(profile)
+    inner = range(1, n - 1) if n > 2 else range(n)
+    peak = max(inner, key=lambda i: profile[i])
+    first_peak = next(
+        (i for i in range(1, n - 1) if profile[i] >= profile[i - 1] and profile[i] >= profile[i + 1]), peak
+    )
+    after = range(first_peak + 1, n)
+    minimum = min(after, key=lambda i: profile[i]) if after else None
+    return {
+        "abstraction_peak": peak,
+        "semantic_minimum": minimum,
+        "peak_over_minimum": profile[peak] / profile[minimum]
+        if minimum is not None and profile[minimum] > 0
+        else None,
+    }
+
+
+def cka_matrix(layers: list[torch.Tensor]) -> torch.Tensor:
+    """Layer x layer linear CKA of representations [N, D] (same N rows in every layer)."""
+    n = len(layers)
+    grid = torch.eye(n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            grid[i, j] = grid[j, i] = linear_cka(layers[i], layers[j])
+    return grid
+
+
+def cka_blocks(grid: torch.Tensor, threshold: float = 0.9) -> list[tuple[int, int]]:
+    """Runs of consecutive layers whose CKA with the run's first layer stays >= ``threshold`` (block
+    structure, Nguyen et al. 2021): ``[(start, end), ...]`` inclusive."""
+    blocks, start = [], 0
+    for layer in range(1, grid.shape[0] + 1):
+        if layer == grid.shape[0] or grid[start, layer] < threshold:
+            blocks.append((start, layer - 1))
+            start = layer
+    return blocks
+
+
+def compression_profile(
+    hidden_by_layer: list[list[torch.Tensor]], pooling: str = "all", max_points: int = 2000
+) -> list[dict]:
+    """Per layer: TwoNN (90% and 98%), GRIDE(2, 4), effective rank, anisotropy, max explained variance,
+    and the mean prompt entropy, on pooled representations; ``pooling`` is recorded in every row.
+
+    Args:
+        hidden_by_layer: For each layer, one [pos, d] tensor per prompt.
+        pooling: ``last``, ``mean`` or ``all`` (see :func:`pool`).
+        max_points: Subsample pooled points to at most this many (seeded) for the distance-based estimators.
+    """
+    rows = []
+    for layer, prompts in enumerate(hidden_by_layer):
+        points = torch.cat([pool(h.float(), pooling) for h in prompts])
+        if points.shape[0] > max_points:
+            points = points[
+                torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
+            ]
+        rows.append(
+            {
+                "layer": layer,
+                "pooling": pooling,
+                "points": points.shape[0],
+                "twonn_90": twonn(points, 0.9),
+                "twonn_98": twonn(points, 0.98),
+                "gride_2_4": gride(points, 2) if points.shape[0] > 8 else float("nan"),
+                "effective_rank": effective_rank(points),
+                "anisotropy": anisotropy(points),
+                "max_explained_variance": max_explained_variance(points),
+                "prompt_entropy": sum(prompt_entropy(h) for h in prompts) / len(prompts),
+            }
+        )
+    return rows

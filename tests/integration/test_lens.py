@@ -47,3 +47,26 @@ def test_prediction_depth_on_every_zoo_model(name: str) -> None:
     assert depth.shape == test[:4].shape and depth.min() >= 0 and depth.max() <= n_layers - 1
     table = lens_table(model, test[:4])
     assert table.top1_agreement.iloc[-1] == 1.0 and table.kl_to_final.iloc[-1] == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(zoo()))
+def test_compression_profile_on_every_zoo_model(name: str) -> None:
+    from probes.compression import cka_blocks, cka_matrix, compression_profile, id_summaries
+    from workbench.capture import CaptureSpec, capture
+
+    model = workbench.load(name)
+    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    prompts = [doc[:300] for docs in sample.values() for doc in docs[:3]]
+    spec = CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"])
+    result = capture(model, prompts, spec, progress=False)
+    hidden = [
+        result[f"blocks.{layer}.hook_resid_post"] for layer in range(model.adapter.n_layers(model.config))
+    ]
+    for pooling in ("all", "mean"):
+        rows = compression_profile(hidden, pooling)
+        assert all(r["pooling"] == pooling and r["twonn_90"] > 0 for r in rows)
+    summary = id_summaries([r["twonn_90"] for r in compression_profile(hidden, "all")])
+    assert summary["abstraction_peak"] is not None
+    grid = cka_matrix([torch.cat(h) for h in hidden])
+    assert torch.allclose(grid.diagonal(), torch.ones(len(hidden), dtype=torch.float64))
+    assert cka_blocks(grid)[0][0] == 0

@@ -59,3 +59,22 @@ def test_entropy_and_cka_checks() -> None:
     assert linear_cka(x, 3 * x @ q + 5) == pytest.approx(1.0)
     assert linear_cka(x, torch.randn(200, 32, generator=torch.Generator().manual_seed(2))) < 0.3
     assert anisotropy(torch.ones(10, 4) + 1e-3 * x[:10, :4]) > 0.99
+
+
+def test_profile_summaries_and_cka_blocks() -> None:
+    from probes.compression import cka_blocks, id_summaries
+
+    summary = id_summaries([4.0, 9.0, 12.0, 7.0, 5.0, 6.0, 8.0])
+    assert summary["abstraction_peak"] == 2 and summary["semantic_minimum"] == 4
+    assert summary["peak_over_minimum"] == pytest.approx(12 / 5)
+    grid = torch.tensor([[1, 0.95, 0.5, 0.4], [0.95, 1, 0.6, 0.5], [0.5, 0.6, 1, 0.97], [0.4, 0.5, 0.97, 1]])
+    assert cka_blocks(grid) == [(0, 1), (2, 3)]
+
+
+def test_max_explained_variance_and_decimation() -> None:
+    from probes.compression import max_explained_variance, twonn_decimation
+
+    line = torch.outer(torch.linspace(-1, 1, 50), torch.tensor([1.0, 2.0, 3.0]))
+    assert max_explained_variance(line) == pytest.approx(1.0)
+    curve = twonn_decimation(gaussian_manifold(3, n=800))
+    assert set(curve) == {800, 400, 200, 100} and all(2.4 < v < 3.6 for v in curve.values())
