@@ -23,16 +23,23 @@ def knn_distances(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tens
     return torch.cat(out)
 
 
+def distinct(points: torch.Tensor) -> torch.Tensor:
+    """Points with exact duplicates removed (a zero nearest-neighbour distance breaks the ratio estimators;
+    DADApy removes identical points too). Token representations repeat: the first token of every prompt."""
+    return torch.unique(points.float(), dim=0)
+
+
 def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbiased: bool = True) -> float:
     """TwoNN intrinsic dimension (Facco et al. 2017).
 
     ``mu_i = r2 / r1``. ``lsq``: with the ratios sorted and ``F_i = i / N``, fit ``-log(1 - F) = d log mu``
     through the origin on the smallest ``fraction`` of them (0.9 as DADApy; Valeriani et al. use 0.98).
     ``mle``: ``d = (N - 1) / sum log mu`` (``unbiased=False``: ``N / sum log mu``, the plain maximum
-    likelihood, which GRIDE(1, 2) equals).
+    likelihood, which GRIDE(1, 2) equals). Duplicate points are removed first (:func:`distinct`).
     """
-    r = knn_distances(points, 2).double()
-    mu = (r[:, 1] / r[:, 0]).sort().values
+    r = knn_distances(distinct(points), 2).double()
+    mu = r[:, 1] / r[:, 0]
+    mu = mu[torch.isfinite(mu)].sort().values  # near-duplicates can round to a zero distance
     n = mu.shape[0]
     if method == "mle":
         return float(((n - 1) if unbiased else n) / mu.log().sum())
@@ -50,13 +57,17 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     the log-likelihood is maximised over ``d`` by golden-section search. GRIDE(1, 2) is ``N / sum log mu``.
     """
     n2 = 2 * n1 if n2 is None else n2
-    r = knn_distances(points, n2).double()
+    r = knn_distances(distinct(points), n2).double()
     log_mu = (r[:, n2 - 1] / r[:, n1 - 1]).log()
+    log_mu = log_mu[torch.isfinite(log_mu)]  # near-duplicates can round to a zero distance
     if n2 - n1 == 1 and n1 == 1:
         return float(log_mu.numel() / log_mu.sum())
+    log_mu = log_mu[log_mu > 0]  # ties (r_n2 = r_n1) carry no information about d
 
     def loglik(d: float) -> float:
-        terms = math.log(d) + (n2 - n1 - 1) * torch.log(torch.expm1(d * log_mu)) - ((n2 - 1) * d + 1) * log_mu
+        x = d * log_mu
+        log_expm1 = x + torch.log1p(-torch.exp(-x))  # log(exp(x) - 1) without overflow
+        terms = math.log(d) + (n2 - n1 - 1) * log_expm1 - ((n2 - 1) * d + 1) * log_mu
         return float(terms.sum())
 
     low, high = 1e-3, 1e3

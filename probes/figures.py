@@ -50,3 +50,32 @@ def load_bars(table: pd.DataFrame, title: str = "Expert load per layer") -> go.F
     return figure.update_layout(
         title=title, xaxis_title="expert", yaxis_title="share of token-slots", barmode="group"
     )
+
+
+def id_profile(
+    table: pd.DataFrame, summary: dict, value: str = "twonn_90", title: str = "ID profile"
+) -> go.Figure:
+    """ID per layer with the abstraction peak (Cheng et al.) and the semantic minimum (Valeriani et al.)."""
+    figure = go.Figure(
+        go.Scatter(x=list(table.layer), y=list(table[value]), mode="lines+markers", name=value)
+    )
+    for key, colour in (("abstraction_peak", "red"), ("semantic_minimum", "green")):
+        if summary.get(key) is not None:
+            figure.add_vline(x=summary[key], line_dash="dash", line_color=colour, annotation_text=key)
+    return figure.update_layout(title=title, xaxis_title="layer", yaxis_title=value, xaxis_dtick=1)
+
+
+def lens_curves(table: pd.DataFrame, title: str = "KL to the final distribution") -> go.Figure:
+    """``kl_to_final`` per layer, one line per lens (from :func:`probes.lens.lens_table` rows)."""
+    figure = go.Figure()
+    for lens, rows in table.groupby("lens"):
+        figure.add_trace(
+            go.Scatter(x=list(rows.layer), y=list(rows.kl_to_final), mode="lines+markers", name=lens)
+        )
+    return figure.update_layout(title=title, xaxis_title="layer", yaxis_title="KL (nats)", xaxis_dtick=1)
+
+
+def depth_histogram(depths: list[int], title: str = "Prediction depth") -> go.Figure:
+    """Histogram of per-token prediction depths."""
+    figure = go.Figure(go.Histogram(x=depths))
+    return figure.update_layout(title=title, xaxis_title="layer", yaxis_title="tokens", xaxis_dtick=1)

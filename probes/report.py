@@ -10,9 +10,18 @@ import pandas as pd
 import torch
 
 import workbench
-from probes import moe
+from probes import compression, lens, moe
 from probes.eviction import eviction_table
-from probes.figures import first_token_mass_by_layer, heatmap, load_bars, policy_curves, sink_heatmap
+from probes.figures import (
+    depth_histogram,
+    first_token_mass_by_layer,
+    heatmap,
+    id_profile,
+    lens_curves,
+    load_bars,
+    policy_curves,
+    sink_heatmap,
+)
 from probes.kvcache import retention_curve
 from probes.sinks import sink_rate, sink_table, token_mass
 from workbench.capture import CaptureSpec, capture
@@ -212,6 +221,58 @@ def moe_section() -> str:
     )
 
 
+def compression_section() -> str:
+    """ID profiles with both summary layers, CKA blocks, lenses and prediction depth on the zoo."""
+    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    prompts = [doc[:300] for docs in sample.values() for doc in docs[:6]]
+    rows, summaries = [], []
+    for name in ("tiny-llama", "tiny-moe", "minilm"):
+        model = workbench.load(name)
+        result = capture(
+            model, prompts, CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"]), progress=False
+        )
+        hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.adapter.n_layers(model.config))]
+        profile = compression.compression_profile(hidden, "all")
+        summary = compression.id_summaries([r["twonn_90"] for r in profile])
+        blocks = compression.cka_blocks(compression.cka_matrix([torch.cat(h) for h in hidden]))
+        rows += [{"model": name, **r} for r in profile]
+        summaries.append({"model": name, **summary, "cka_blocks": blocks})
+        FIGURES[f"id_profile_{name}"] = id_profile(
+            pd.DataFrame(profile), summary, title=f"TwoNN ID per layer, {name}"
+        )
+        if name == "tiny-llama":
+            grid = compression.cka_matrix([torch.cat(h) for h in hidden])
+            cells = [
+                {"i": i, "j": j, "cka": float(grid[i, j])} for i in range(len(grid)) for j in range(len(grid))
+            ]
+            FIGURES["cka_tiny-llama"] = heatmap(
+                pd.DataFrame(cells), "i", "j", "cka", "Linear CKA layer x layer, tiny-llama"
+            )
+    llama = workbench.load("tiny-llama")
+    ids, _ = domain_windows(llama.tokenizer, sample, seq_len=64, per_domain=8)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    train, test = ids[order[::2]], ids[order[1::2]]
+    tuned = lens.train_tuned_lens(llama, train, steps=150)
+    lenses = pd.concat([lens.lens_table(llama, test), lens.lens_table(llama, test, tuned)])
+    FIGURES["lens_kl_tiny-llama"] = lens_curves(lenses)
+    depths = lens.prediction_depth(llama, test, tuned).flatten().tolist()
+    FIGURES["prediction_depth_tiny-llama"] = depth_histogram(
+        depths, "Prediction depth (tuned lens), tiny-llama"
+    )
+    depth_counts = [{"depth": d, "tokens": depths.count(d)} for d in sorted(set(depths))]
+    return (
+        "### Per-layer compression (pooling: all tokens; 30 held-out prompts)\n\n"
+        + markdown_table(pd.DataFrame(rows), digits=3)
+        + "\n\n### ID summaries and CKA blocks\n\n"
+        + markdown_table(summaries, digits=3)
+        + "\n\n### Lenses on tiny-llama (held-out windows; tuned lens trained on the other half)\n\n"
+        + markdown_table(lenses, digits=4)
+        + "\n\n### Prediction depth (tuned lens), tiny-llama\n\n"
+        + markdown_table(depth_counts)
+        + "\n"
+    )
+
+
 if __name__ == "__main__":
     import sys
     from pathlib import Path
@@ -224,6 +285,8 @@ if __name__ == "__main__":
     print(kvcache_section())
     print("## MoE routing\n")
     print(moe_section())
+    print("## Compression depth\n")
+    print(compression_section())
     if "--figures" in sys.argv:
         out = Path(sys.argv[sys.argv.index("--figures") + 1])
         out.mkdir(parents=True, exist_ok=True)

@@ -30,3 +30,17 @@ def test_heatmap_and_curves_carry_the_table_values() -> None:
     figure = policy_curves(curves, "kl", "Quality against budget")
     assert [t.name for t in figure.data] == ["h2o", "recent"]
     assert list(figure.data[1].x) == [0.1, 0.5] and list(figure.data[1].y) == [0.2, 1.0]
+
+
+def test_compression_figures_mark_the_summary_layers() -> None:
+    from probes.figures import depth_histogram, id_profile, lens_curves
+
+    profile = pd.DataFrame({"layer": [0, 1, 2, 3], "twonn_90": [2.0, 5.0, 3.0, 4.0]})
+    figure = id_profile(profile, {"abstraction_peak": 1, "semantic_minimum": 2})
+    assert list(figure.data[0].y) == [2.0, 5.0, 3.0, 4.0]
+    assert sorted(shape.x0 for shape in figure.layout.shapes) == [1, 2]
+    lenses = pd.DataFrame(
+        {"layer": [0, 1, 0, 1], "lens": ["logit", "logit", "tuned", "tuned"], "kl_to_final": [2, 0, 1, 0]}
+    )
+    assert [t.name for t in lens_curves(lenses).data] == ["logit", "tuned"]
+    assert list(depth_histogram([0, 0, 3]).data[0].x) == [0, 0, 3]
