@@ -193,3 +193,14 @@ def test_repeated_captures_do_not_grow_memory() -> None:
     gc.collect()
     growth = process.memory_info().rss - before
     assert growth < 20 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 1000 captures"
+
+
+def test_streamed_statistics_of_an_unpadded_encoder_are_bidirectional() -> None:
+    """sdpa passes no mask for one unpadded prompt; an encoder must then stay bidirectional."""
+    model = workbench.load(build_tiny("bert"))
+    spec = CaptureSpec(points=[r"blocks\.0\.attn\.hook_pattern"], stats=["entropy", "key_mass"], layers=[0])
+    result = capture(model, [torch.arange(5, 14)], spec, progress=False)
+    pattern = result["blocks.0.attn.hook_pattern"][0].float()
+    entropy = -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)
+    torch.testing.assert_close(result["blocks.0.attn.stat_entropy"][0], entropy, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result["blocks.0.attn.stat_key_mass"][0], pattern.sum(1), atol=1e-5, rtol=0)

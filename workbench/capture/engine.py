@@ -180,6 +180,7 @@ def _stat_taps(
                 spec.chunk,
                 sinks=model.adapter.sink_logits(attn),
                 query_valid=mask[:, -call.query.shape[2] :],
+                causal=getattr(attn, "is_causal", False),
             )
             for name in names:
                 sink[name] = values[name.split(".")[-1]]

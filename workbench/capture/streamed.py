@@ -14,18 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from workbench.hooks.attention_tap import additive_mask
+
 STAT_POINTS = {"sink_mass": "stat_sink_mass", "key_mass": "stat_key_mass", "entropy": "stat_entropy"}
-
-
-def _chunk_mask(
-    mask: torch.Tensor | None, q0: int, q1: int, q_len: int, k_len: int, device: torch.device
-) -> torch.Tensor:
-    """Additive-or-boolean mask rows for queries ``q0:q1``; a causal one when attention passed none."""
-    if mask is not None:
-        return mask[:, :, q0:q1, :k_len]
-    offset = k_len - q_len
-    rows = torch.arange(q0, q1, device=device)[:, None] + offset
-    return (torch.arange(k_len, device=device)[None, :] <= rows)[None, None]
 
 
 def streamed_stats(
@@ -38,6 +29,7 @@ def streamed_stats(
     chunk: int,
     sinks: torch.Tensor | None = None,
     query_valid: torch.Tensor | None = None,
+    causal: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Sink mass, key mass and entropy for one attention call, in query chunks.
 
@@ -52,6 +44,7 @@ def streamed_stats(
         chunk: Queries per chunk.
         sinks: Learned per-head sink logits [head] (GPT-OSS), or None.
         query_valid: [batch, q_pos] real (1) or pad (0) queries; pad queries add nothing to key mass.
+        causal: Whether a missing mask means causal attention (False for encoders).
 
     Returns:
         ``stat_sink_mass`` and ``stat_entropy`` [batch, head, q_pos], ``stat_key_mass`` [batch, head, k_pos].
@@ -68,11 +61,9 @@ def streamed_stats(
     for q0 in range(0, q_len, chunk):
         q1 = min(q0 + chunk, q_len)
         scores = torch.matmul(query[:, :, q0:q1].float(), key.float().transpose(2, 3)) * scaling
-        rows = _chunk_mask(mask, q0, q1, q_len, k_len, query.device)
-        if rows.dtype == torch.bool:
-            scores = scores.masked_fill(~rows, float("-inf"))
-        else:
-            scores = scores + rows.float()
+        rows = additive_mask(mask, q_len, k_len, causal, torch.float32, query.device, rows=(q0, q1))
+        if rows is not None:
+            scores = scores + rows
         if sinks is not None:
             sink_col = sinks.float().reshape(1, -1, 1, 1).expand(batch, -1, q1 - q0, 1)
             probs = torch.cat([scores, sink_col], dim=-1).softmax(-1)[..., :-1]

@@ -94,6 +94,38 @@ def _apply_new_positions(fns: list[TapFn], full: torch.Tensor, q_len: int) -> to
     return full
 
 
+def additive_mask(
+    mask: torch.Tensor | None,
+    q_len: int,
+    k_len: int,
+    causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    rows: tuple[int, int] | None = None,
+) -> torch.Tensor | None:
+    """The mask an attention call received, as an additive float mask for query rows ``rows``.
+
+    Attention functions receive an additive float mask, a boolean keep-mask, or None (sdpa's own causal
+    masking); masked entries become ``finfo(dtype).min`` as in HF's eager masks. Only the requested rows
+    are built, so long contexts can be processed in chunks.
+
+    Returns:
+        [batch or 1, 1, rows, k_len], or None when nothing is masked (no mask, not causal).
+    """
+    start, stop = rows if rows is not None else (0, q_len)
+    low = torch.finfo(dtype).min
+    if mask is None:
+        if not causal:
+            return None
+        queries = torch.arange(start, stop, device=device)[:, None] + (k_len - q_len)
+        keep = torch.arange(k_len, device=device)[None, :] <= queries
+        return torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, low)[None, None]
+    mask = mask[:, :, start:stop, :k_len]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, low)
+    return mask.to(dtype)
+
+
 def attention_scores(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float
 ) -> torch.Tensor:
@@ -110,16 +142,9 @@ def attention_scores(
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if mask is None:
-        if getattr(module, "is_causal", False) and query.shape[2] > 1:
-            q_len, k_len = query.shape[2], key.shape[2]
-            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
-            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-        return scores
-    mask = mask[:, :, :, : key.shape[2]]
-    if mask.dtype == torch.bool:
-        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return scores + mask
+    causal = getattr(module, "is_causal", False) and query.shape[2] > 1
+    extra = additive_mask(mask, query.shape[2], key.shape[2], causal, scores.dtype, scores.device)
+    return scores if extra is None else scores + extra
 
 
 def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:

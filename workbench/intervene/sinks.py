@@ -12,22 +12,8 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from workbench.hooks.attention_tap import AttentionCall, tap
+from workbench.hooks.attention_tap import AttentionCall, additive_mask, tap
 from workbench.models.model import WorkbenchModel
-
-
-def _additive(call: AttentionCall) -> torch.Tensor:
-    """The call's mask as an additive float mask [batch or 1, 1, q, k]."""
-    q_len, k_len = call.query.shape[2], call.key.shape[2]
-    dtype, device = call.query.dtype, call.query.device
-    if call.mask is None:
-        rows = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
-        keep = torch.arange(k_len, device=device)[None, :] <= rows
-        return torch.zeros(1, 1, q_len, k_len, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
-    mask = call.mask[:, :, :, :k_len]
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, float("-inf"))
-    return mask.clone()
 
 
 @contextmanager
@@ -37,10 +23,14 @@ def remove_sink(
     """Mask the first ``sink_tokens`` keys for every later query in the chosen layers (all by default)."""
 
     def edit(call: AttentionCall) -> torch.Tensor:
-        mask = _additive(call)
         q_len, k_len = call.query.shape[2], call.key.shape[2]
+        causal = getattr(call.module, "is_causal", False)
+        mask = additive_mask(call.mask, q_len, k_len, causal, call.query.dtype, call.query.device)
+        if mask is None:
+            mask = torch.zeros(1, 1, q_len, k_len, dtype=call.query.dtype, device=call.query.device)
+        mask = mask.clone()
         later = torch.arange(q_len, device=mask.device) + (k_len - q_len) >= sink_tokens  # absolute positions
-        mask[:, :, later, :sink_tokens] = float("-inf")
+        mask[:, :, later, :sink_tokens] = torch.finfo(mask.dtype).min
         return mask
 
     blocks = model.adapter.block_modules(model.base)
