@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from transformers import DynamicCache
 
+from probes.divergence import kl_divergence
 from probes.kvcache import kept_set
 from workbench.models.model import WorkbenchModel
 
@@ -118,7 +119,7 @@ def simulate_eviction(
     nll = -pruned_logp.gather(-1, targets[:, None]).mean()
     return {
         "perplexity": math.exp(float(nll)),
-        "kl": float((full.exp() * (full - pruned_logp)).sum(-1).mean()),
+        "kl": float(kl_divergence(full, pruned_logp).mean()),
         "top1_agreement": float((full.argmax(-1) == pruned_logp.argmax(-1)).float().mean()),
     }
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from probes.divergence import entropy, kl_divergence
 from workbench.models.model import WorkbenchModel
 
 
@@ -63,10 +64,6 @@ class TunedLens(nn.Module):
         return lens
 
 
-def _kl(final_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    return (final_logp.exp() * (final_logp - logp)).sum(-1)
-
-
 def train_tuned_lens(
     model: WorkbenchModel, ids: torch.Tensor, steps: int = 300, lr: float = 1e-3, seed: int = 0
 ) -> TunedLens:
@@ -82,7 +79,7 @@ def train_tuned_lens(
     try:
         for _ in range(steps):
             loss = sum(
-                _kl(final, decode(model, lens(h, layer)).float().log_softmax(-1)).mean()
+                kl_divergence(final, decode(model, lens(h, layer)).float().log_softmax(-1)).mean()
                 for layer, h in enumerate(hidden[:-1])
             )
             optimiser.zero_grad()
@@ -109,8 +106,8 @@ def lens_table(model: WorkbenchModel, ids: torch.Tensor, lens: TunedLens | None 
             {
                 "layer": layer,
                 "lens": "tuned" if lens is not None else "logit",
-                "kl_to_final": float(_kl(final, logp).mean()),
-                "entropy": float(-(logp.exp() * logp).sum(-1).mean()),
+                "kl_to_final": float(kl_divergence(final, logp).mean()),
+                "entropy": float(entropy(logp).mean()),
                 "top1_agreement": float((logp.argmax(-1) == final.argmax(-1)).float().mean()),
             }
         )

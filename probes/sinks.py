@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from probes.divergence import kl_divergence
 from workbench.capture import Capture
 from workbench.models.model import WorkbenchModel
 
@@ -196,7 +197,7 @@ def sink_ablation(model: WorkbenchModel, prompts: Sequence[str], sink_tokens: in
             with remove_sink(model, sink_tokens):
                 ablated = model.hf(input_ids=ids, labels=ids)
         log_p, log_q = full.logits.float().log_softmax(-1), ablated.logits.float().log_softmax(-1)
-        kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+        kl = float(kl_divergence(log_p, log_q).mean())
         loss_full, loss_ablated = float(full.loss), float(ablated.loss)
         rows.append(
             {
