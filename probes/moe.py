@@ -79,6 +79,23 @@ def load_entropy(load: torch.Tensor) -> float:
     return float(-(nonzero * nonzero.log()).sum())
 
 
+def routing_entropy(router_logits: torch.Tensor, scoring: str = "softmax") -> torch.Tensor:
+    """Entropy (nats) of each token's router distribution over experts. [tokens]
+
+    ``p = softmax(logits)`` for softmax routers (also ``softmax_over_topk``, whose distribution before
+    the top-k cut is the softmax of all logits); ``p = sigmoid(logits) / sum sigmoid(logits)`` for
+    sigmoid routers (DeepSeek-V3). ``H = -sum_e p_e log p_e``: 0 when one expert takes all the mass,
+    ``log(n_experts)`` when the router is indifferent.
+    """
+    logits = router_logits.float()
+    if scoring == "sigmoid":
+        scores = logits.sigmoid()
+        probs = scores / scores.sum(-1, keepdim=True)
+    else:
+        probs = logits.softmax(-1)
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
 def dead_experts(load: torch.Tensor) -> list[int]:
     """Experts that received no token-slot."""
     return (load == 0).nonzero().flatten().tolist()

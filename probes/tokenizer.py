@@ -1,14 +1,28 @@
-"""Tokenizer probes: fertility, continued-word share, unknown share, byte fallback, premium.
+"""Tokenizer probes: fertility, continued-word share, unknown share, byte fallback, premium, loss per byte.
 
 Definitions follow ``shared/PROBES.md`` ("Tokenizer"). Words are whitespace-separated and each is
-tokenized on its own, without special tokens (Rust et al. 2021).
+tokenized on its own, without special tokens (Rust et al. 2021); scripts written without spaces (Chinese)
+need word-segmented text for fertility, as in the built-in parallel sample (``probes/data``: 24 sentences
+in English, Spanish, German, Russian, Chinese, Arabic and Hindi, written for this project), and are scored
+with the segmentation spaces removed for token counts and the premium.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from workbench.errors import InputError
+from workbench.models.model import WorkbenchModel
 from workbench.tokenizer_facts import word_is_covered
 
 
@@ -56,3 +70,129 @@ def premium(tokenizer: Any, texts: Sequence[str], english: Sequence[str]) -> flo
 def length_inflation(tokenizer: Any, texts: Sequence[str]) -> float:
     """Tokens per UTF-8 byte (lower is more compression); comparable across tokenizers of one text."""
     return sequence_length(tokenizer, texts) / sum(len(t.encode()) for t in texts)
+
+
+# ---------------------------------------------------------------- texts: parallel sample and user files
+PARALLEL_SAMPLE = Path(__file__).resolve().parent / "data" / "parallel_sample.jsonl"
+UNSPACED_SCRIPTS = {"Han", "Hiragana", "Katakana", "Thai", "Lao", "Khmer", "Myanmar"}
+_SCRIPT_NAMES = {"CJK": "Han"}
+
+
+def script_of(character: str) -> str | None:
+    """Unicode script of a letter (``LATIN SMALL LETTER A`` -> ``Latin``, CJK ideographs -> ``Han``);
+    None for digits, punctuation and spaces."""
+    if not character.isalpha():
+        return None
+    first = unicodedata.name(character, "UNKNOWN").split()[0]
+    return _SCRIPT_NAMES.get(first, first.title())
+
+
+def dominant_script(texts: Sequence[str]) -> str:
+    """The script of most letters in ``texts`` (``"none"`` when they hold no letters)."""
+    counts = Counter(s for text in texts for s in map(script_of, text) if s is not None)
+    return counts.most_common(1)[0][0] if counts else "none"
+
+
+def running_text(text: str) -> str:
+    """``text`` as it is written: the word-segmentation spaces of an unspaced script (Chinese in the
+    parallel sample is stored segmented, so that fertility has words) are removed."""
+    return re.sub(r"(?<=\S) (?=\S)", lambda m: _join(text, m.start()), text)
+
+
+def _join(text: str, at: int) -> str:
+    both = {script_of(text[at - 1]), script_of(text[at + 1])} - {None}
+    return "" if both and both <= UNSPACED_SCRIPTS else " "
+
+
+def load_texts(path: str | Path | None = None, language: str | None = None) -> dict[str, list[str]]:
+    """Texts by language: the built-in parallel sample (``path=None``) or a user file.
+
+    Formats: ``.txt``, one text per non-empty line, language = ``language`` or the file's stem; ``.jsonl``,
+    one object per line, either parallel (``{"en": "...", "fr": "..."}``, every value a string) or
+    ``{"language": "fr", "text": "..."}``.
+
+    Raises:
+        InputError: A missing, empty or malformed file (one line naming the file and the line).
+    """
+    path = Path(path) if path is not None else PARALLEL_SAMPLE
+    if not path.is_file():
+        raise InputError(f"no text file at {path}")
+    lines = [
+        (n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
+    ]
+    texts: dict[str, list[str]] = {}
+    if path.suffix == ".txt":
+        texts[language or path.stem] = [line.strip() for _, line in lines]
+    elif path.suffix == ".jsonl":
+        for n, line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{n}: not JSON ({error.msg})") from None
+            if not isinstance(row, dict) or not all(isinstance(v, str) for v in row.values()):
+                raise InputError(f"{path}:{n}: expected an object of strings")
+            pairs = [(row["language"], row["text"])] if set(row) == {"language", "text"} else row.items()
+            for lang, text in pairs:
+                texts.setdefault(lang, []).append(text)
+    else:
+        raise InputError(f"{path}: unsupported text file (use .txt or .jsonl)")
+    if not any(t.strip() for ts in texts.values() for t in ts):
+        raise InputError(f"{path}: no text")
+    return texts
+
+
+def tokenizer_table(tokenizer: Any, texts: dict[str, list[str]], reference: str = "en") -> pd.DataFrame:
+    """Per-language tokenizer statistics: one row per language with its script, :func:`fertility`'s
+    shares, tokens, UTF-8 bytes, tokens per byte and the premium against ``reference`` (NaN unless the
+    reference language is present with as many texts, i.e. the texts are parallel)."""
+    ref = texts.get(reference)
+    rows = []
+    for lang, sentences in texts.items():
+        running = [running_text(s) for s in sentences]
+        tokens = sequence_length(tokenizer, running)
+        parallel = ref is not None and len(ref) == len(sentences)
+        rows.append(
+            {
+                "language": lang,
+                "script": dominant_script(sentences),
+                "texts": len(sentences),
+                **fertility(tokenizer, sentences),
+                "tokens": tokens,
+                "bytes": sum(len(t.encode()) for t in running),
+                "tokens_per_byte": length_inflation(tokenizer, running),
+                "premium": premium(tokenizer, running, ref) if parallel else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def loss_per_byte(model: WorkbenchModel, texts: Sequence[str], window: int = 128) -> dict[str, float]:
+    """Next-token loss normalised by UTF-8 bytes, comparable across tokenizers (bits per byte as in
+    Gao et al. 2020, "The Pile"): ``sum_t NLL(x_t | x_<t) / bytes``, in nats and in bits.
+
+    Each text is encoded with the tokenizer's special tokens and scored in windows of ``window`` tokens
+    that overlap by one, so every token after the first is predicted exactly once (context is reset at
+    each window). The bytes counted are those of the predicted tokens: the whole text when the encoding
+    starts with a special token (BOS), otherwise the text after the first token's characters.
+    """
+    nll, tokens, n_bytes = 0.0, 0, 0
+    for text in texts:
+        encoded = model.tokenizer(text, return_offsets_mapping=True)
+        ids = torch.tensor(encoded["input_ids"], device=model.device)
+        first_end = encoded["offset_mapping"][0][1]
+        n_bytes += len(text[first_end:].encode())
+        for start in range(0, len(ids) - 1, window - 1):
+            chunk = ids[start : start + window][None]
+            with torch.no_grad():
+                logits = model.hf(input_ids=chunk).logits.float()
+            nll += float(torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum"))
+            tokens += chunk.shape[1] - 1
+    if n_bytes == 0:
+        raise InputError("no bytes to score: give longer texts")
+    return {
+        "loss_per_token": nll / tokens,
+        "nats_per_byte": nll / n_bytes,
+        "bits_per_byte": nll / n_bytes / math.log(2),
+        "tokens": tokens,
+        "bytes": n_bytes,
+    }

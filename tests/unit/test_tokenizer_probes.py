@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from probes.tokenizer import fertility, length_inflation, premium
+from probes.tokenizer import (
+    dominant_script,
+    fertility,
+    length_inflation,
+    load_texts,
+    premium,
+    running_text,
+    tokenizer_table,
+)
+from workbench.errors import InputError
 
 TEXTS = ["the cat sat on the mat", "a quick brown fox jumps", "tokenizers split words into pieces"]
 SPECIALS = ["<unk>", "<pad>"]
@@ -50,3 +63,44 @@ def test_premium_and_inflation() -> None:
     tok = character_tokenizer()
     assert premium(tok, TEXTS, TEXTS) == 1.0
     assert length_inflation(tok, ["abc def"]) == pytest.approx(6 / 7)
+
+
+def test_parallel_sample_covers_six_languages_and_five_scripts() -> None:
+    texts = load_texts()
+    assert (
+        len(texts) >= 6 and {len(v) for v in texts.values()} == {len(texts["en"])} and len(texts["en"]) >= 20
+    )
+    scripts = {dominant_script(v) for v in texts.values()}
+    assert {"Latin", "Cyrillic", "Han", "Arabic", "Devanagari"} <= scripts
+
+
+def test_running_text_drops_only_segmentation_spaces() -> None:
+    assert running_text("我们 在 市场。 OK now") == "我们在市场。 OK now"
+    assert running_text("the cat sat") == "the cat sat"
+
+
+def test_user_files_txt_and_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "fr.txt").write_text("le chat\n\nle chien\n", encoding="utf-8")
+    assert load_texts(tmp_path / "fr.txt") == {"fr": ["le chat", "le chien"]}
+    rows = [{"en": "the cat", "fr": "le chat"}, {"language": "de", "text": "die Katze"}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert load_texts(tmp_path / "p.jsonl") == {"en": ["the cat"], "fr": ["le chat"], "de": ["die Katze"]}
+    (tmp_path / "bad.jsonl").write_text('{"en": "x"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.jsonl:2: not JSON"):
+        load_texts(tmp_path / "bad.jsonl")
+    with pytest.raises(InputError, match="no text file"):
+        load_texts(tmp_path / "missing.txt")
+    (tmp_path / "x.csv").write_text("a", encoding="utf-8")
+    with pytest.raises(InputError, match="unsupported"):
+        load_texts(tmp_path / "x.csv")
+
+
+def test_table_premium_is_token_ratio_on_parallel_text() -> None:
+    tok = character_tokenizer()
+    table = tokenizer_table(tok, {"en": ["the cat", "a fox"], "xx": ["the cat sat", "a fox"]}).set_index(
+        "language"
+    )
+    assert table.loc["xx", "premium"] == pytest.approx(len("thecatsat" + "afox") / len("thecat" + "afox"))
+    assert table.loc["en", "fertility"] == pytest.approx(len("thecatafox") / 4)
+    unpaired = tokenizer_table(tok, {"en": ["the cat"], "xx": ["a", "b"]}).set_index("language")
+    assert math.isnan(unpaired.loc["xx", "premium"])

@@ -39,7 +39,9 @@ class Step:
         index: Step number (0 = the first generated token).
         token_id: The generated token.
         token: Its string.
-        logit_entropy: Entropy (nats) of the next-token distribution after the decoding processors.
+        logit_entropy: Entropy (nats) of the next-token distribution after the decoding processors (the
+            distribution the token was drawn from).
+        model_entropy: Entropy (nats) of the model's own next-token distribution (before the processors).
         values: Hook point / statistic name to the value at this step's query position (batch axis removed).
         resid_norms: L2 norm of the residual stream leaving each block, at this step's position.
         cache_length: Tokens in the KV cache after this step's forward pass.
@@ -49,6 +51,7 @@ class Step:
     token_id: int
     token: str
     logit_entropy: float
+    model_entropy: float
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     resid_norms: list[float] = field(default_factory=list)
     cache_length: int = 0
@@ -146,16 +149,28 @@ def stream_generate(
             token = scores.argmax(-1, keepdim=True)
         else:
             token = torch.multinomial(probs, 1, generator=generator)
-        entropy = float(-(probs * probs.clamp_min(1e-30).log()).sum())
+        entropy = _entropy(probs)
+        model_entropy = _entropy(out.logits[:, -1].float().softmax(-1))
         token_id = int(token)
         text = model.tokenizer.decode([token_id]) if model.tokenizer is not None else str(token_id)
         yield Step(
-            index, token_id, text, entropy, step_values, [norms[n] for n in resid], cache.get_seq_length()
+            index,
+            token_id,
+            text,
+            entropy,
+            model_entropy,
+            step_values,
+            [norms[n] for n in resid],
+            cache.get_seq_length(),
         )
         sequence = torch.cat([sequence, token], dim=1)
         feed = token
         if stop_at_eos and eos is not None and token_id == eos:
             return
+
+
+def _entropy(probs: torch.Tensor) -> float:
+    return float(-(probs * probs.clamp_min(1e-30).log()).sum())
 
 
 def _both(*fns: Any) -> Any:
