@@ -22,15 +22,30 @@ def first_token_mass_by_layer(table: pd.DataFrame) -> go.Figure:
     return figure.update_layout(title="First-token mass by layer", xaxis_title="layer", yaxis_title="alpha")
 
 
+def lines_by_group(
+    table: pd.DataFrame, x: str, y: str, group: str, title: str, x_title: str | None = None
+) -> go.Figure:
+    """One line of ``y`` against ``x`` per value of ``group`` (rows sorted by ``x``)."""
+    figure = go.Figure()
+    for name, rows in table.groupby(group):
+        rows = rows.sort_values(x)
+        figure.add_trace(go.Scatter(x=list(rows[x]), y=list(rows[y]), mode="lines+markers", name=str(name)))
+    return figure.update_layout(title=title, xaxis_title=x_title or x, yaxis_title=y)
+
+
+def bars_by_group(
+    table: pd.DataFrame, x: str, y: str, group: str, title: str, y_title: str | None = None
+) -> go.Figure:
+    """Grouped bars of ``y`` per ``x``, one bar series per value of ``group``."""
+    figure = go.Figure()
+    for name, rows in table.groupby(group):
+        figure.add_trace(go.Bar(x=[str(v) for v in rows[x]], y=list(rows[y]), name=str(name)))
+    return figure.update_layout(title=title, xaxis_title=x, yaxis_title=y_title or y, barmode="group")
+
+
 def policy_curves(table: pd.DataFrame, value: str, title: str) -> go.Figure:
     """One line per policy of ``value`` against ``budget`` (retention curves, quality-vs-budget curves)."""
-    figure = go.Figure()
-    for policy, rows in table.groupby("policy"):
-        rows = rows.sort_values("budget")
-        figure.add_trace(
-            go.Scatter(x=list(rows.budget), y=list(rows[value]), mode="lines+markers", name=policy)
-        )
-    return figure.update_layout(title=title, xaxis_title="cache budget (share of prompt)", yaxis_title=value)
+    return lines_by_group(table, "budget", value, "policy", title, "cache budget (share of prompt)")
 
 
 def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: str) -> go.Figure:
@@ -44,12 +59,8 @@ def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: s
 
 def load_bars(table: pd.DataFrame, title: str = "Expert load per layer") -> go.Figure:
     """Grouped bars of ``load`` per ``expert``, one group per ``layer``."""
-    figure = go.Figure()
-    for layer, rows in table.groupby("layer"):
-        figure.add_trace(go.Bar(x=list(rows.expert), y=list(rows.load), name=f"layer {layer}"))
-    return figure.update_layout(
-        title=title, xaxis_title="expert", yaxis_title="share of token-slots", barmode="group"
-    )
+    labelled = table.assign(layer=[f"layer {layer}" for layer in table.layer])
+    return bars_by_group(labelled, "expert", "load", "layer", title, "share of token-slots")
 
 
 def id_profile(
@@ -67,12 +78,8 @@ def id_profile(
 
 def lens_curves(table: pd.DataFrame, title: str = "KL to the final distribution") -> go.Figure:
     """``kl_to_final`` per layer, one line per lens (from :func:`probes.lens.lens_table` rows)."""
-    figure = go.Figure()
-    for lens, rows in table.groupby("lens"):
-        figure.add_trace(
-            go.Scatter(x=list(rows.layer), y=list(rows.kl_to_final), mode="lines+markers", name=lens)
-        )
-    return figure.update_layout(title=title, xaxis_title="layer", yaxis_title="KL (nats)", xaxis_dtick=1)
+    figure = lines_by_group(table, "layer", "kl_to_final", "lens", title)
+    return figure.update_layout(yaxis_title="KL (nats)", xaxis_dtick=1)
 
 
 def depth_histogram(depths: list[int], title: str = "Prediction depth") -> go.Figure:

@@ -23,6 +23,7 @@ from probes.figures import (
     sink_heatmap,
 )
 from probes.kvcache import retention_curve
+from probes.report_tokens import decoding_section, tokenizer_section
 from probes.sinks import sink_rate, sink_table, token_mass
 from workbench.capture import CaptureSpec, capture
 from workbench.tables import markdown_table
@@ -287,6 +288,10 @@ if __name__ == "__main__":
     print(moe_section())
     print("## Compression depth\n")
     print(compression_section())
+    print("## Tokenizer\n")
+    print(tokenizer_section(FIGURES))
+    print("## Decoding\n")
+    print(decoding_section(FIGURES))
     if "--figures" in sys.argv:
         out = Path(sys.argv[sys.argv.index("--figures") + 1])
         out.mkdir(parents=True, exist_ok=True)

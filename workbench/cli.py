@@ -85,11 +85,36 @@ def main(model: Annotated[str, typer.Argument(help="Model to run on.")] = DEFAUL
     console.print(build_card(loaded).to_rich())
     with console.status("capturing", spinner="dots"):
         rows = layer_summary(loaded)
-    table = Table(
-        title=f"Capture summary over {len(DEFAULT_PROMPTS)} prompts (resid_post, attention pattern)"
-    )
+    _print_rows(rows, f"Capture summary over {len(DEFAULT_PROMPTS)} prompts (resid_post, attention pattern)")
+
+
+@app.command()
+def tokenizer(
+    model: ModelArg,
+    texts: Annotated[
+        str | None,
+        typer.Option(help="A .txt (one text per line) or .jsonl file; default: the parallel sample."),
+    ] = None,
+    language: Annotated[str | None, typer.Option(help="Language of a .txt file (default: its stem).")] = None,
+    reference: Annotated[str, typer.Option(help="Language the premium is relative to.")] = "en",
+    out: Annotated[str | None, typer.Option(help="Write the table as Parquet.")] = None,
+) -> None:
+    """Tokenizer statistics per language: fertility, continued/unknown/byte-fallback shares, premium."""
+    from probes.tokenizer import load_texts, tokenizer_table
+
+    loaded = _load(model)
+    if loaded.tokenizer is None:
+        raise WorkbenchError(f"{loaded.source} has no tokenizer")
+    table = tokenizer_table(loaded.tokenizer, load_texts(texts, language), reference)
+    if out:
+        table.to_parquet(out)
+    _print_rows(table.to_dict("records"), f"Tokenizer of {loaded.source}")
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
     for column in rows[0]:
-        table.add_column(column, justify="right")
+        table.add_column(str(column), justify="right")
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
@@ -102,6 +127,7 @@ def _quiet_libraries() -> None:
 
     hub_logging.set_verbosity_error()
     tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
 
 
 @zoo_app.command("list")

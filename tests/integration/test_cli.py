@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import transformers as tf
@@ -100,3 +101,17 @@ def test_generic_fallback_values_equal_hf_hidden_states(unsupported_dir: Path) -
         hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states
     assert torch.equal(values["blocks.0.hook_resid_pre"], hidden[0])
     assert torch.equal(values["blocks.0.hook_resid_post"], hidden[1])
+
+
+def test_tokenizer_command_on_a_user_file(tmp_path: Path) -> None:
+    texts = tmp_path / "fr.txt"
+    texts.write_text("le chat dort\nla pluie tombe\n", encoding="utf-8")
+    out = tmp_path / "table.parquet"
+    assert run(["tokenizer", "tiny-llama", "--texts", str(texts), "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert table.language.tolist() == ["fr"] and table.words.iloc[0] == 6 and table.script.iloc[0] == "Latin"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"en": 1}\n', encoding="utf-8")
+    result = _cli("tokenizer", "tiny-llama", "--texts", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"workbench: error: {bad}:1: expected an object of strings"
