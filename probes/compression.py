@@ -30,15 +30,6 @@ def knn_distances(points: torch.Tensor, k: int, chunk: int = 512) -> torch.Tenso
     return torch.cat(out).clamp_min(0).sqrt()
 
 
-def neighbour_distances(points: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`knn_distances` of the distinct points; duplicates (a zero distance) are removed only when
-    present, which spares the row sort on the common duplicate-free input. [N', k] float64"""
-    r = knn_distances(points, k)
-    if bool((r[:, 0] == 0).any()):
-        r = knn_distances(distinct(points), k)
-    return r.double()
-
-
 def distinct(points: torch.Tensor) -> torch.Tensor:
     """Points with exact duplicates removed (a zero nearest-neighbour distance breaks the ratio estimators;
     DADApy removes identical points too). Token representations repeat: the first token of every prompt."""
@@ -53,7 +44,7 @@ def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbi
     ``mle``: ``d = (N - 1) / sum log mu`` (``unbiased=False``: ``N / sum log mu``, the plain maximum
     likelihood, which GRIDE(1, 2) equals). Duplicate points are removed first (:func:`distinct`).
     """
-    r = neighbour_distances(points, 2)
+    r = knn_distances(distinct(points), 2).double()
     mu = r[:, 1] / r[:, 0]
     mu = mu[torch.isfinite(mu)].sort().values  # near-duplicates can round to a zero distance
     n = mu.shape[0]
@@ -73,7 +64,7 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     the log-likelihood is maximised over ``d`` by golden-section search. GRIDE(1, 2) is ``N / sum log mu``.
     """
     n2 = 2 * n1 if n2 is None else n2
-    r = neighbour_distances(points, n2)
+    r = knn_distances(distinct(points), n2).double()
     log_mu = (r[:, n2 - 1] / r[:, n1 - 1]).log()
     log_mu = log_mu[torch.isfinite(log_mu)]  # near-duplicates can round to a zero distance
     if n2 - n1 == 1 and n1 == 1:
