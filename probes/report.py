@@ -118,35 +118,16 @@ def moe_section() -> str:
         )
         facts = model.adapter.moe_facts(model.config)
         n, k = facts["experts"], facts["top_k"]
-        layers = sorted({int(x.split(".")[1]) for x in result.names if "expert_indices" in x})
-        logits = {i: torch.cat(result[f"blocks.{i}.moe.hook_router_logits"]) for i in layers}
-        indices = {i: torch.cat(result[f"blocks.{i}.moe.hook_expert_indices"]) for i in layers}
-        pooled = moe.hf_pooled_balance_loss(list(logits.values()), k, n)
-        for i in layers:
-            load = moe.expert_load(indices[i], n)
-            loads += [{"model": name, "layer": i, "expert": e, "load": float(v)} for e, v in enumerate(load)]
-            reps = [moe.consecutive_repetition(x) for x in result[f"blocks.{i}.moe.hook_expert_indices"]]
-            row = {
-                "model": name,
-                "layer": i,
-                "load_entropy": moe.load_entropy(load),
-                "switch_loss": float(moe.switch_balance_loss(logits[i], indices[i], n)),
-                "hf_pooled_loss": pooled,
-                "z_loss": moe.router_z_loss(logits[i]),
-                "rep1": sum(r["rep1"] for r in reps) / len(reps),
-                "rep2": sum(r["repk"] for r in reps) / len(reps),
-                "vocab_spec": moe.vocabulary_specialisation(indices[i], ids.reshape(-1), n),
-            }
-            if i + 1 in layers:
-                row["next_layer_consistency"] = moe.cross_layer_consistency(
-                    indices[i][:, 0], indices[i + 1][:, 0], n
-                )
-            if f"blocks.{i}.moe.hook_shared_out" in result:
-                row["shared_share"] = moe.shared_expert_share(
-                    torch.cat(result[f"blocks.{i}.hook_mlp_out"]),
-                    torch.cat(result[f"blocks.{i}.moe.hook_routed_out"]),
-                )
-            stats.append(row)
+        stats += [
+            {"model": name, **row}
+            for row in moe.routing_table(result, ids.reshape(-1), n, k).to_dict("records")
+        ]
+        loads += [{"model": name, **row} for row in moe.load_table(result, n).to_dict("records")]
+        indices = {
+            int(x.split(".")[1]): torch.cat(result[x])
+            for x in result.names
+            if x.endswith("hook_expert_indices")
+        }
         if name == "tiny-moe":
             tiny, tiny_ids, tiny_domains, tiny_indices = model, ids, domains, indices
     baseline = moe.random_repetition_baseline(8, 2)

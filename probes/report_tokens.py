@@ -14,7 +14,7 @@ from probes import compression, lens
 from probes.decoding import batch_invariance, decoding_sweep, one_at_a_time, sweep_summary
 from probes.figures import bars_by_group, lines_by_group
 from probes.sinks import sink_rate, sink_table
-from probes.tokenizer import length_inflation, load_texts, loss_per_byte, tokenizer_table
+from probes.tokenizer import length_inflation, load_texts, loss_per_byte, tokenizer_table, vocabulary
 from workbench.capture import CaptureSpec, capture
 from workbench.tables import markdown_table
 from workbench.zoo.corpus import DOMAINS, load_heldout_sample
@@ -91,8 +91,11 @@ def tokenizer_section(figures: dict[str, object]) -> str:
     )
     texts = [doc[:300] for docs in heldout.values() for doc in docs[:4]]
     signals = [_internal_signals(m, texts) for m in MATCHED_MODELS]
+    facts = [{"tokenizer": n, **vocabulary(t)} for n, t in _tokenizers().items()]
     return (
-        "### Fertility per language (parallel sample: 24 sentences in 7 languages)\n\n"
+        "### The tokenizers\n\n"
+        + markdown_table(facts)
+        + "\n\n### Fertility per language (parallel sample: 24 sentences in 7 languages)\n\n"
         + markdown_table(fertility, index=True, digits=2)
         + "\n\n### Premium against English (tokens for the same sentences / English tokens)\n\n"
         + markdown_table(premium, index=True, digits=2)

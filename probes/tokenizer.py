@@ -23,7 +23,19 @@ import torch
 
 from workbench.errors import InputError
 from workbench.models.model import WorkbenchModel
-from workbench.tokenizer_facts import word_is_covered
+from workbench.tokenizer_facts import special_tokens, tokenizer_algorithm, word_is_covered
+
+
+def vocabulary(tokenizer: Any) -> dict[str, Any]:
+    """Vocabulary size (added tokens included), algorithm read from the tokenizer (BPE, byte-level BPE,
+    Unigram, WordPiece ...) and the special tokens by role (``"bos <s> (1), eos </s> (2), ..."``, with
+    whether encoding adds them before / after the text)."""
+    specials = ", ".join(f"{role} {value}" for role, value in special_tokens(tokenizer).items())
+    return {
+        "vocab_size": len(tokenizer),
+        "algorithm": tokenizer_algorithm(tokenizer),
+        "special_tokens": specials,
+    }
 
 
 def _pieces(tokenizer: Any, word: str) -> list[int]:

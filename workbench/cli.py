@@ -100,7 +100,7 @@ def tokenizer(
     out: Annotated[str | None, typer.Option(help="Write the table as Parquet.")] = None,
 ) -> None:
     """Tokenizer statistics per language: fertility, continued/unknown/byte-fallback shares, premium."""
-    from probes.tokenizer import load_texts, tokenizer_table
+    from probes.tokenizer import load_texts, tokenizer_table, vocabulary
 
     loaded = _load(model)
     if loaded.tokenizer is None:
@@ -108,7 +108,9 @@ def tokenizer(
     table = tokenizer_table(loaded.tokenizer, load_texts(texts, language), reference)
     if out:
         table.to_parquet(out)
-    _print_rows(table.to_dict("records"), f"Tokenizer of {loaded.source}")
+    facts = vocabulary(loaded.tokenizer)
+    title = f"{loaded.source}: {facts['algorithm']}, {facts['vocab_size']} tokens; {facts['special_tokens']}"
+    _print_rows(table.to_dict("records"), title)
 
 
 def _print_rows(rows: list[dict], title: str) -> None:

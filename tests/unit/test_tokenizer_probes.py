@@ -18,6 +18,7 @@ from probes.tokenizer import (
     premium,
     running_text,
     tokenizer_table,
+    vocabulary,
 )
 from workbench.errors import InputError
 
@@ -104,3 +105,9 @@ def test_table_premium_is_token_ratio_on_parallel_text() -> None:
     assert table.loc["en", "fertility"] == pytest.approx(len("thecatafox") / 4)
     unpaired = tokenizer_table(tok, {"en": ["the cat"], "xx": ["a", "b"]}).set_index("language")
     assert math.isnan(unpaired.loc["xx", "premium"])
+
+
+def test_vocabulary_facts() -> None:
+    facts = vocabulary(word_tokenizer())
+    assert facts["vocab_size"] == 2 + len({w for t in TEXTS for w in t.split()})
+    assert facts["algorithm"] == "WordLevel" and "unk <unk>" in facts["special_tokens"]
