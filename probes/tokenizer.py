@@ -116,12 +116,16 @@ def _join(text: str, at: int) -> str:
     return "" if both and both <= UNSPACED_SCRIPTS else " "
 
 
-def load_texts(path: str | Path | None = None, language: str | None = None) -> dict[str, list[str]]:
-    """Texts by language: the built-in parallel sample (``path=None``) or a user file.
+GROUP_KEYS = ("language", "domain", "group")
 
-    Formats: ``.txt``, one text per non-empty line, language = ``language`` or the file's stem; ``.jsonl``,
+
+def load_texts(path: str | Path | None = None, language: str | None = None) -> dict[str, list[str]]:
+    """Texts by language (or domain, or any group): the built-in parallel sample (``path=None``) or a file.
+
+    Formats: ``.txt``, one text per non-empty line, group = ``language`` or the file's stem; ``.jsonl``,
     one object per line, either parallel (``{"en": "...", "fr": "..."}``, every value a string) or
-    ``{"language": "fr", "text": "..."}``.
+    ``{"language": "fr", "text": "..."}`` (``domain`` or ``group`` may stand for ``language``); ``.parquet``,
+    a ``text`` column and optionally one of those group columns.
 
     Raises:
         InputError: A missing, empty or malformed file (one line naming the file and the line).
@@ -129,6 +133,8 @@ def load_texts(path: str | Path | None = None, language: str | None = None) -> d
     path = Path(path) if path is not None else PARALLEL_SAMPLE
     if not path.is_file():
         raise InputError(f"no text file at {path}")
+    if path.suffix == ".parquet":
+        return _parquet_texts(path, language)
     lines = [
         (n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
     ]
@@ -143,11 +149,33 @@ def load_texts(path: str | Path | None = None, language: str | None = None) -> d
                 raise InputError(f"{path}:{n}: not JSON ({error.msg})") from None
             if not isinstance(row, dict) or not all(isinstance(v, str) for v in row.values()):
                 raise InputError(f"{path}:{n}: expected an object of strings")
-            pairs = [(row["language"], row["text"])] if set(row) == {"language", "text"} else row.items()
+            group = [k for k in GROUP_KEYS if k in row]
+            pairs = (
+                [(row[group[0]], row["text"])] if group and set(row) == {group[0], "text"} else row.items()
+            )
             for lang, text in pairs:
                 texts.setdefault(lang, []).append(text)
     else:
-        raise InputError(f"{path}: unsupported text file (use .txt or .jsonl)")
+        raise InputError(f"{path}: unsupported text file (use .txt, .jsonl or .parquet)")
+    return _checked(texts, path)
+
+
+def _parquet_texts(path: Path, group: str | None) -> dict[str, list[str]]:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{path}: not a readable Parquet file ({type(error).__name__})") from None
+    if "text" not in frame.columns:
+        raise InputError(f"{path}: no 'text' column (columns: {', '.join(map(str, frame.columns))})")
+    key = next((k for k in GROUP_KEYS if k in frame.columns), None)
+    labels = frame[key].astype(str) if key else pd.Series([group or path.stem] * len(frame))
+    texts: dict[str, list[str]] = {}
+    for label, text in zip(labels, frame["text"].astype(str), strict=True):
+        texts.setdefault(label, []).append(text)
+    return _checked(texts, path)
+
+
+def _checked(texts: dict[str, list[str]], path: Path) -> dict[str, list[str]]:
     if not any(t.strip() for ts in texts.values() for t in ts):
         raise InputError(f"{path}: no text")
     return texts

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -111,3 +112,16 @@ def test_vocabulary_facts() -> None:
     facts = vocabulary(word_tokenizer())
     assert facts["vocab_size"] == 2 + len({w for t in TEXTS for w in t.split()})
     assert facts["algorithm"] == "WordLevel" and "unk <unk>" in facts["special_tokens"]
+
+
+def test_parquet_and_domain_keyed_files(tmp_path: Path) -> None:
+    pd.DataFrame({"text": ["a b", "c"], "domain": ["x", "y"]}).to_parquet(tmp_path / "t.parquet")
+    assert load_texts(tmp_path / "t.parquet") == {"x": ["a b"], "y": ["c"]}
+    pd.DataFrame({"prompt": ["a"]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="no 'text' column"):
+        load_texts(tmp_path / "bad.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        load_texts(tmp_path / "broken.parquet")
+    (tmp_path / "d.jsonl").write_text('{"domain": "code", "text": "x = 1"}\n', encoding="utf-8")
+    assert load_texts(tmp_path / "d.jsonl") == {"code": ["x = 1"]}

@@ -1,0 +1,252 @@
+"""Battery spec files (TOML): models x prompt sets x probes, capture settings, output directory.
+
+```toml
+name = "my-study"
+output = "runs/my-study"          # relative to the spec file's folder
+seed = 0
+threads = 1                       # torch threads per unit (fixed, so serial and Ray runs agree bit for bit)
+models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto" }]
+
+[capture]
+dtype = "float32"                 # float32 | bfloat16 | float16
+device = "cpu"
+store = false                     # keep a capture store per model and prompt set
+
+[prompts.mix]
+builtin = "heldout"               # heldout | parallel | short
+per_group = 2                     # texts per domain / language
+chars = 300                       # texts cut to this many characters (0: whole)
+
+[prompts.mine]
+file = "prompts.jsonl"            # .txt, .jsonl or .parquet (relative to the spec file)
+
+[probes.sinks]                    # a probe from workbench.battery.units.PROBES (or: probe = "sinks")
+prompts = "mix"
+eps = 0.3
+```
+
+Every problem is a :class:`SpecError` naming the file, the key and what is wrong, raised before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import InputError
+
+BUILTIN_PROMPTS = ("heldout", "parallel", "short")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class SpecError(InputError):
+    """A battery spec that cannot be run (unknown key, missing file, wrong type)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a battery: ``source`` (zoo name, local dir or hub id) and its label in the tables."""
+
+    source: str
+    name: str
+    device_map: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A named prompt set: a built-in set or a user file, grouped (by domain, language ...)."""
+
+    name: str
+    builtin: str | None = None
+    file: str | None = None
+    per_group: int = 0
+    chars: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeEntry:
+    """One probe of a battery: its label, the registry probe, its prompt set and parameters."""
+
+    name: str
+    probe: str
+    prompts: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatterySpec:
+    """A parsed, validated battery spec (see the module docstring for the file format)."""
+
+    name: str
+    output: Path
+    models: list[ModelEntry]
+    prompts: dict[str, PromptSet]
+    probes: list[ProbeEntry]
+    seed: int = 0
+    threads: int = 1
+    dtype: str = "float32"
+    device: str = "cpu"
+    store: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """sha256 of what the results depend on: the spec without its output directory, and the content of
+        every prompt file (a resumed run must match it)."""
+        content = {k: v for k, v in self.raw.items() if k != "output"}
+        files = {
+            n: hashlib.sha256(Path(p.file).read_bytes()).hexdigest()
+            for n, p in self.prompts.items()
+            if p.file
+        }
+        return hashlib.sha256(json.dumps([content, files], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _take(
+    table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None
+) -> Any:
+    value = table.get(key, default)
+    if value is not None and (
+        not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float))
+    ):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise SpecError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise SpecError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _models(raw: list[Any], where: str) -> list[ModelEntry]:
+    models = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"source": item}
+        if not isinstance(item, dict) or not isinstance(item.get("source"), str):
+            raise SpecError(f"{where}.models[{i}]: expected a source string or {{source = ...}}")
+        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code"}, f"{where}.models[{i}]")
+        name = _take(item, "name", str, f"{where}.models[{i}]") or Path(item["source"]).name
+        models.append(
+            ModelEntry(
+                item["source"],
+                name,
+                _take(item, "device_map", str, f"{where}.models[{i}]"),
+                bool(_take(item, "trust_remote_code", bool, f"{where}.models[{i}]", False)),
+            )
+        )
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise SpecError(
+            f"{where}.models: two models share the name {next(n for n in names if names.count(n) > 1)!r}"
+        )
+    return models
+
+
+def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, PromptSet]:
+    sets = {}
+    for name, table in raw.items():
+        at = f"{where}.prompts.{name}"
+        if not isinstance(table, dict):
+            raise SpecError(f"{at}: expected a table")
+        _no_unknown(table, {"builtin", "file", "per_group", "chars"}, at)
+        builtin, file = _take(table, "builtin", str, at), _take(table, "file", str, at)
+        if (builtin is None) == (file is None):
+            raise SpecError(f"{at}: give exactly one of builtin or file")
+        if builtin is not None and builtin not in BUILTIN_PROMPTS:
+            raise SpecError(f"{at}.builtin: unknown set {builtin!r} (known: {', '.join(BUILTIN_PROMPTS)})")
+        if file is not None:
+            path = (base / file).resolve()
+            if not path.is_file():
+                raise SpecError(f"{at}.file: no such file {path}")
+            file = str(path)
+        sets[name] = PromptSet(
+            name, builtin, file, _take(table, "per_group", int, at, 0), _take(table, "chars", int, at, 0)
+        )
+    return sets
+
+
+def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) -> list[ProbeEntry]:
+    from workbench.battery.units import PROBES
+
+    entries = []
+    for name, table in raw.items():
+        at = f"{where}.probes.{name}"
+        if not isinstance(table, dict):
+            raise SpecError(f"{at}: expected a table")
+        table = dict(table)
+        probe = _take(table, "probe", str, at) or name
+        table.pop("probe", None)
+        if probe not in PROBES:
+            raise SpecError(f"{at}: unknown probe {probe!r} (known: {', '.join(PROBES)})")
+        unit = PROBES[probe]
+        prompts = _take(table, "prompts", str, at) or unit.prompts
+        table.pop("prompts", None)
+        if prompts not in prompt_sets:
+            raise SpecError(
+                f"{at}.prompts: no prompt set {prompts!r} (defined: {', '.join(prompt_sets) or 'none'})"
+            )
+        _no_unknown(table, set(unit.params), at)
+        params = {}
+        for key, default in unit.params.items():
+            kind = (int, float) if isinstance(default, float) else type(default)
+            params[key] = _take(table, key, kind, at, default)
+        entries.append(ProbeEntry(name, probe, prompts, params))
+    return entries
+
+
+def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec:
+    """Read and validate a battery spec file.
+
+    Args:
+        path: The TOML file.
+        output: Output directory overriding the spec's ``output``.
+
+    Raises:
+        SpecError: One line naming the file, the key and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"no battery spec at {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
+    where = path.name
+    _no_unknown(raw, {"name", "output", "seed", "threads", "models", "capture", "prompts", "probes"}, where)
+    capture = _take(raw, "capture", dict, where, {})
+    _no_unknown(capture, {"dtype", "device", "store"}, f"{where}.capture")
+    dtype = _take(capture, "dtype", str, f"{where}.capture", "float32")
+    if dtype not in DTYPES:
+        raise SpecError(f"{where}.capture.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    models = _models(_take(raw, "models", list, where, []), where)
+    prompt_sets = _prompt_sets(_take(raw, "prompts", dict, where, {}), path.parent, where)
+    probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, where)
+    if not models or not probes:
+        raise SpecError(f"{where}: a battery needs at least one model and one probe")
+    name = _take(raw, "name", str, where, path.stem)
+    out = (
+        Path(output) if output is not None else path.parent / _take(raw, "output", str, where, f"runs/{name}")
+    )
+    return BatterySpec(
+        name=name,
+        output=out,
+        models=models,
+        prompts=prompt_sets,
+        probes=probes,
+        seed=_take(raw, "seed", int, where, 0),
+        threads=_take(raw, "threads", int, where, 1),
+        dtype=dtype,
+        device=_take(capture, "device", str, f"{where}.capture", "cpu"),
+        store=bool(_take(capture, "store", bool, f"{where}.capture", False)),
+        raw=raw,
+    )
