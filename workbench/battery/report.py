@@ -1,0 +1,147 @@
+"""Battery reports: a self-contained offline HTML page (plotly.js inline, no network) and a markdown
+summary for one run, and the same side by side for two runs."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+from plotly.offline import get_plotlyjs
+
+from workbench.battery.units import PROBES
+from workbench.battery.views import FIGURES, SUMMARIES
+from workbench.errors import InputError
+from workbench.tables import markdown_table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+nav a { margin-right: 1em; } .figure { display: inline-block; width: 540px; }
+"""
+FULL_ROWS = 400  # rows of a full table shown in the page (the Parquet file has all)
+
+
+def _tables(run: Path) -> dict[str, pd.DataFrame]:
+    manifest = _manifest(run)
+    names = [p for p in manifest["spec"].get("probes", {})]
+    return {
+        n: pd.read_parquet(run / "tables" / f"{n}.parquet")
+        for n in names
+        if (run / "tables" / f"{n}.parquet").exists()
+    }
+
+
+def _manifest(run: Path) -> dict:
+    path = Path(run) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{run} is not a battery run (no manifest.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: damaged manifest") from None
+
+
+def _probe_of(manifest: dict, name: str) -> str:
+    return manifest["spec"]["probes"][name].get("probe", name)
+
+
+def _summary(probe: str, table: pd.DataFrame) -> pd.DataFrame:
+    return SUMMARIES[probe](table) if probe in SUMMARIES else table.head(10)
+
+
+def _section(name: str, probe: str, table: pd.DataFrame) -> str:
+    figures = FIGURES.get(probe, lambda t: [])(table)
+    config = {"displaylogo": False}
+    divs = "".join(
+        f'<div class="figure">{f.to_html(full_html=False, include_plotlyjs=False, config=config)}</div>'
+        for _, f in figures
+    )
+    summary = _summary(probe, table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+    full = table.head(FULL_ROWS).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+    label = html.escape(name)
+    return (
+        f'<section id="{label}"><h2>{label}</h2><p>{html.escape(PROBES[probe].doc)}</p>'
+        f"{divs}<h3>Summary</h3>{summary}"
+        f"<details><summary>Table ({len(table)} rows; tables/{label}.parquet)</summary>{full}</details>"
+        "</section>"
+    )
+
+
+def _page(title: str, intro: str, sections: list[str], names: list[str]) -> str:
+    nav = "".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in names)
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head>"
+        f"<body><h1>{html.escape(title)}</h1>{intro}<nav>{nav}</nav>{''.join(sections)}</body></html>"
+    )
+
+
+def write_report(run: str | Path) -> Path:
+    """Write ``report.html`` and ``summary.md`` for a finished run; return the HTML path."""
+    run = Path(run)
+    manifest = _manifest(run)
+    tables = _tables(run)
+    skipped = [u for u in manifest["units"] if u["status"] == "skipped"]
+    intro = (
+        f"<p>{len(manifest['units'])} units, {len(skipped)} not applicable; "
+        f"versions: {html.escape(json.dumps(manifest['versions']))}</p>"
+    )
+    if skipped:
+        intro += "<details><summary>Not applicable</summary><ul>"
+        intro += "".join(
+            f"<li>{html.escape(u['probe'])} on {html.escape(u['model'])}: {html.escape(u['reason'])}</li>"
+            for u in skipped
+        )
+        intro += "</ul></details>"
+    sections = [_section(n, _probe_of(manifest, n), t) for n, t in tables.items()]
+    page = _page(f"Battery: {manifest['name']}", intro, sections, list(tables))
+    (run / "report.html").write_text(page, encoding="utf-8")
+    lines = [
+        f"# Battery: {manifest['name']}",
+        "",
+        f"Tables: `{run / 'tables'}`; report: `{run / 'report.html'}`.",
+        "",
+    ]
+    for name, table in tables.items():
+        lines += [f"## {name}", "", markdown_table(_summary(_probe_of(manifest, name), table), digits=4), ""]
+    (run / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+    return run / "report.html"
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
+    """Side-by-side report of two runs: every probe both ran, with the model labels prefixed by the run's
+    name (``A:tiny-llama`` ...), as ``compare.html`` and ``compare.md`` in ``out``; return the HTML path."""
+    runs = [Path(run_a), Path(run_b)]
+    manifests = [_manifest(r) for r in runs]
+    labels = [m["name"] for m in manifests]
+    if labels[0] == labels[1]:
+        labels = ["A", "B"]
+    tables = [_tables(r) for r in runs]
+    common = [n for n in tables[0] if n in tables[1]]
+    if not common:
+        raise InputError(f"{runs[0]} and {runs[1]} share no probe")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, lines = [], [f"# Comparison: {labels[0]} vs {labels[1]}", ""]
+    for name in common:
+        probe = _probe_of(manifests[0], name)
+        both = pd.concat(
+            [
+                t[name].assign(model=f"{label}:" + t[name].model)
+                for t, label in zip(tables, labels, strict=True)
+            ]
+        )
+        sections.append(_section(name, probe, both.reset_index(drop=True)))
+        lines += [f"## {name}", "", markdown_table(_summary(probe, both), digits=4), ""]
+    described = [
+        f"{html.escape(str(r))} ({html.escape(label)})" for r, label in zip(runs, labels, strict=True)
+    ]
+    intro = f"<p>{described[0]} vs {described[1]}</p>"
+    (out / "compare.html").write_text(
+        _page(f"Comparison: {labels[0]} vs {labels[1]}", intro, sections, common), encoding="utf-8"
+    )
+    (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
+    return out / "compare.html"

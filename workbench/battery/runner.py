@@ -1,0 +1,229 @@
+"""Run a battery: every (model, probe) unit once, resumable, serially or as Ray tasks.
+
+Layout of a run directory::
+
+    manifest.json              spec, its digest, versions, models, status and seconds of every unit
+    units/PROBE/MODEL.parquet  one unit's table, written atomically (temp file + rename)
+    units/PROBE/MODEL.skip     a unit that does not apply to the model, with the reason
+    tables/PROBE.parquet       the probe's table over all models (a ``model`` column), in spec order
+    captures/MODEL/PROBE/      capture stores, when ``[capture] store = true``
+    report.html, summary.md    written by :mod:`workbench.battery.report`
+
+A unit is done when its ``.parquet`` or ``.skip`` exists, so a run killed at any point (even SIGKILL)
+resumes where it stopped: finished units are kept, the unit in flight is redone, nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workbench.battery.prompts import resolve_prompts
+from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError
+from workbench.battery.units import PROBES, NotApplicable, UnitContext
+from workbench.errors import WorkbenchError
+
+_MODELS: dict[tuple[str, str, str, str | None], Any] = {}  # per process: one load per model and dtype
+
+
+class BatteryIncomplete(WorkbenchError):
+    """Some units failed; the others are written and a rerun retries only the failed ones."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One probe on one model."""
+
+    model: ModelEntry
+    probe: ProbeEntry
+
+    def path(self, root: Path, suffix: str) -> Path:
+        return root / "units" / self.probe.name / f"{self.model.name}.{suffix}"
+
+    def done(self, root: Path) -> bool:
+        return self.path(root, "parquet").exists() or self.path(root, "skip").exists()
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(temp)
+    os.replace(temp, path)
+
+
+def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
+    from workbench.models.load import load
+
+    key = (entry.source, spec.dtype, spec.device, entry.device_map)
+    if key not in _MODELS:
+        _MODELS.clear()  # one model resident at a time
+        _MODELS[key] = load(
+            entry.source,
+            device=spec.device if entry.device_map is None else None,
+            dtype=getattr(torch, spec.dtype),
+            device_map=entry.device_map,
+            trust_remote_code=entry.trust_remote_code,
+        )
+    return _MODELS[key]
+
+
+def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
+    """Compute one unit and write its table (or its skip record) atomically; return its manifest entry."""
+    root = spec.output
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    start = time.perf_counter()
+    store = root / "captures" / unit.model.name / unit.probe.name if spec.store else None
+    ctx = UnitContext(
+        _model(spec, unit.model),
+        resolve_prompts(spec.prompts[unit.probe.prompts]),
+        unit.probe.params,
+        spec.seed,
+        store,
+    )
+    try:
+        table = PROBES[unit.probe.probe].run(ctx)
+    except WorkbenchError as error:  # bad input for this model: recorded, the battery goes on
+        return {"probe": unit.probe.name, "model": unit.model.name, "status": "failed", "reason": str(error)}
+    except NotApplicable as reason:
+        record = json.dumps({"skipped": str(reason)})
+        _atomic(unit.path(root, "skip"), lambda p: p.write_text(record, encoding="utf-8"))
+        return _entry(spec, unit)
+    table.insert(0, "model", unit.model.name)
+    table.attrs = {"seconds": round(time.perf_counter() - start, 3)}  # kept in the Parquet metadata
+    _atomic(unit.path(root, "parquet"), lambda p: table.to_parquet(p, index=False))
+    return _entry(spec, unit)
+
+
+def plan(spec: BatterySpec) -> list[Unit]:
+    """All units, model-major (each model loads once in a serial run)."""
+    return [Unit(model, probe) for model in spec.models for probe in spec.probes]
+
+
+def _check_output(spec: BatterySpec) -> None:
+    manifest = spec.output / "manifest.json"
+    if manifest.exists():
+        try:
+            previous = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise SpecError(
+                f"{manifest}: damaged manifest; move the run directory away to start over"
+            ) from None
+        if previous.get("spec_digest") != spec.digest():
+            raise SpecError(
+                f"{spec.output} holds a run of another spec; give another --out or move that directory away"
+            )
+
+
+def _write_manifest(spec: BatterySpec, entries: list[dict[str, Any]], state: str) -> None:
+    from workbench.capture.store import _versions
+
+    manifest = {
+        "name": spec.name,
+        "state": state,
+        "spec_digest": spec.digest(),
+        "spec": spec.raw,
+        "versions": _versions(),
+        "models": [vars(m) for m in spec.models],
+        "units": entries,
+    }
+    _atomic(
+        spec.output / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2, default=str))
+    )
+
+
+def merge_tables(spec: BatterySpec) -> dict[str, Path]:
+    """Concatenate every probe's unit tables (spec order) into ``tables/PROBE.parquet``."""
+    paths = {}
+    for probe in spec.probes:
+        parts = [u.path(spec.output, "parquet") for u in plan(spec) if u.probe == probe]
+        frames = [pd.read_parquet(p) for p in parts if p.exists()]
+        if frames:
+            merged = pd.concat(frames, ignore_index=True)
+            merged.attrs = {}
+            path = spec.output / "tables" / f"{probe.name}.parquet"
+            _atomic(path, lambda p, m=merged: m.to_parquet(p, index=False))
+            paths[probe.name] = path
+    return paths
+
+
+def _ray_units(
+    spec: BatterySpec, units: list[Unit], address: str, progress: Progress, task: Any
+) -> list[dict]:
+    import ray
+
+    if address == "local":
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    else:
+        ray.init(address=address, logging_level="ERROR")
+    try:
+        remote = ray.remote(num_cpus=spec.threads)(run_unit)
+        pending = {remote.remote(spec, unit): unit for unit in units}
+        entries = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            entries.append(ray.get(ready[0]))
+            progress.update(task, advance=1, description=f"{pending.pop(ready[0]).probe.name}")
+        return entries
+    finally:
+        ray.shutdown()
+
+
+def run_battery(spec: BatterySpec, ray: str | None = None, progress: bool = True) -> Path:
+    """Run every unit not yet done, merge the tables and write the manifest, report and summary.
+
+    Args:
+        spec: A validated spec (:func:`workbench.battery.spec.load_spec`).
+        ray: None to run here, ``"local"`` to start a Ray cluster on this machine, ``"auto"`` or an address
+            to join a running one; each unit is then a Ray task.
+        progress: Show progress bars.
+
+    Returns:
+        The run directory.
+    """
+    from workbench.battery.report import write_report
+
+    _check_output(spec)
+    units = plan(spec)
+    todo = [u for u in units if not u.done(spec.output)]
+    _write_manifest(spec, [], "running")
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("units", total=len(units), completed=len(units) - len(todo))
+        if ray:
+            results = _ray_units(spec, todo, ray, bar, task)
+        else:
+            results = []
+            for unit in todo:
+                bar.update(task, description=f"{unit.model.name}: {unit.probe.name}")
+                results.append(run_unit(spec, unit))
+                bar.update(task, advance=1)
+    failed = {(r["probe"], r["model"]): r for r in results if r["status"] == "failed"}
+    entries = [failed.get((u.probe.name, u.model.name)) or _entry(spec, u) for u in units]
+    merge_tables(spec)
+    _write_manifest(spec, entries, "incomplete" if failed else "complete")
+    write_report(spec.output)
+    if failed:
+        first = next(iter(failed.values()))
+        raise BatteryIncomplete(
+            f"{len(failed)} unit(s) failed, e.g. {first['probe']} on {first['model']}: {first['reason']} "
+            f"(all in {spec.output / 'manifest.json'}; rerun to retry them)"
+        )
+    return spec.output
+
+
+def _entry(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
+    skip = unit.path(spec.output, "skip")
+    if skip.exists():
+        reason = json.loads(skip.read_text(encoding="utf-8"))["skipped"]
+        return {"probe": unit.probe.name, "model": unit.model.name, "status": "skipped", "reason": reason}
+    seconds = pd.read_parquet(unit.path(spec.output, "parquet")).attrs.get("seconds")
+    return {"probe": unit.probe.name, "model": unit.model.name, "status": "done", "seconds": seconds}
