@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/workbench main $(MODEL)
+	$(BIN)/workbench battery run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

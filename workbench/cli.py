@@ -15,6 +15,8 @@ from workbench.errors import WorkbenchError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
 app.add_typer(zoo_app, name="zoo")
+battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: spec files, resumable runs, reports.")
+app.add_typer(battery_app, name="battery")
 console = Console()
 DEFAULT_MODEL = "tiny-moe"
 
@@ -120,6 +122,37 @@ def _print_rows(rows: list[dict], title: str) -> None:
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
+
+
+@battery_app.command("run")
+def battery_run(
+    spec: Annotated[str | None, typer.Argument(help="Battery spec (TOML); default: the zoo battery.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory (overrides the spec's output).")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Run units as Ray tasks: 'local' (start one here), 'auto' or an address."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run a battery (resumable: rerunning continues where a killed run stopped) and print the report path."""
+    from workbench.battery import load_spec, run_battery
+    from workbench.battery.spec import DEFAULT_SPEC
+
+    run = run_battery(load_spec(spec or DEFAULT_SPEC, out), ray=ray, progress=progress)
+    console.print(f"summary: {run / 'summary.md'}")
+    print(f"report: {run / 'report.html'}")
+
+
+@battery_app.command("compare")
+def battery_compare(
+    run_a: Annotated[str, typer.Argument(help="First run directory.")],
+    run_b: Annotated[str, typer.Argument(help="Second run directory.")],
+    out: Annotated[str, typer.Option(help="Where compare.html and compare.md go.")] = "runs/compare",
+) -> None:
+    """Side-by-side report of two battery runs (two models, two tokenizers, a checkpoint pair)."""
+    from workbench.battery import compare_runs
+
+    print(f"report: {compare_runs(run_a, run_b, out)}")
 
 
 def _quiet_libraries() -> None:

@@ -19,7 +19,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-nav a { margin-right: 1em; } .figure { display: inline-block; width: 540px; }
+nav { display: flex; flex-wrap: wrap; gap: 0.3em 1em; } .figure { display: inline-block; width: 540px; }
 """
 FULL_ROWS = 400  # rows of a full table shown in the page (the Parquet file has all)
 

@@ -2,7 +2,7 @@
 
 ```toml
 name = "my-study"
-output = "runs/my-study"          # relative to the spec file's folder
+output = "runs/my-study"          # relative to the current directory
 seed = 0
 threads = 1                       # torch threads per unit (fixed, so serial and Ray runs agree bit for bit)
 models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto" }]
@@ -42,6 +42,7 @@ from workbench.errors import InputError
 
 BUILTIN_PROMPTS = ("heldout", "parallel", "short")
 DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_SPEC = Path(__file__).resolve().parent / "default.toml"
 
 
 class SpecError(InputError):
@@ -234,9 +235,7 @@ def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec
     if not models or not probes:
         raise SpecError(f"{where}: a battery needs at least one model and one probe")
     name = _take(raw, "name", str, where, path.stem)
-    out = (
-        Path(output) if output is not None else path.parent / _take(raw, "output", str, where, f"runs/{name}")
-    )
+    out = Path(output) if output is not None else Path(_take(raw, "output", str, where, f"runs/{name}"))
     return BatterySpec(
         name=name,
         output=out,

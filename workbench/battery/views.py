@@ -126,6 +126,7 @@ SUMMARIES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
         t[t.field.isin(CARD_FIELDS)]
         .pivot_table(index="model", columns="field", values="value", aggfunc="first", sort=False)
         .reindex(columns=[f for f in CARD_FIELDS if f in set(t.field)])
+        .rename_axis(columns=None)
         .reset_index()
     ),
     "sinks": lambda t: t.groupby("model", sort=False, as_index=False).agg(
