@@ -188,7 +188,8 @@ def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) 
         if probe not in PROBES:
             raise SpecError(f"{at}: unknown probe {probe!r} (known: {', '.join(PROBES)})")
         unit = PROBES[probe]
-        prompts = _take(table, "prompts", str, at) or unit.prompts
+        only = next(iter(prompt_sets)) if len(prompt_sets) == 1 else unit.prompts
+        prompts = _take(table, "prompts", str, at) or (unit.prompts if unit.prompts in prompt_sets else only)
         table.pop("prompts", None)
         if prompts not in prompt_sets:
             raise SpecError(
@@ -222,7 +223,14 @@ def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec
         raise SpecError(f"{path}: not valid TOML ({error})") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    where = path.name
+    try:
+        return _parse(raw, path, output)
+    except SpecError as error:
+        raise SpecError(f"{path.name}: {str(error).lstrip('.')}") from None
+
+
+def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) -> BatterySpec:
+    where = ""
     _no_unknown(raw, {"name", "output", "seed", "threads", "models", "capture", "prompts", "probes"}, where)
     capture = _take(raw, "capture", dict, where, {})
     _no_unknown(capture, {"dtype", "device", "store"}, f"{where}.capture")
@@ -233,7 +241,7 @@ def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec
     prompt_sets = _prompt_sets(_take(raw, "prompts", dict, where, {}), path.parent, where)
     probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, where)
     if not models or not probes:
-        raise SpecError(f"{where}: a battery needs at least one model and one probe")
+        raise SpecError("a battery needs at least one model and one probe")
     name = _take(raw, "name", str, where, path.stem)
     out = Path(output) if output is not None else Path(_take(raw, "output", str, where, f"runs/{name}"))
     return BatterySpec(

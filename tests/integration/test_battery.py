@@ -1,0 +1,172 @@
+"""Batteries: the default battery on the zoo, resuming after SIGKILL, bad specs, Ray, comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.battery import compare_runs, load_spec, run_battery
+from workbench.battery.spec import DEFAULT_SPEC, SpecError
+from workbench.battery.units import PROBES
+
+SMALL = """
+name = "small"
+threads = 1
+models = ["tiny-llama", "tiny-moe"]
+
+[prompts.mix]
+builtin = "heldout"
+per_group = 1
+chars = 200
+
+[probes.sinks]
+prompts = "mix"
+[probes.moe_load]
+prompts = "mix"
+[probes.compression]
+prompts = "mix"
+[probes.decoding]
+prompts = "mix"
+max_new_tokens = 6
+samples = 1
+temperature = [0.7]
+top_p = []
+top_k = []
+repetition_penalty = []
+"""
+
+
+def _tables(run: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted((run / "tables").glob("*.parquet"))}
+
+
+def _assert_same_tables(a: Path, b: Path) -> None:
+    tables_a, tables_b = _tables(a), _tables(b)
+    assert list(tables_a) == list(tables_b) and tables_a
+    for name in tables_a:
+        pd.testing.assert_frame_equal(tables_a[name], tables_b[name], obj=name)
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "workbench", "battery", "run", *args, "--no-progress"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in default battery, uninterrupted, through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "default"
+    process = _cli(str(DEFAULT_SPEC), "--out", str(out))
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr
+    assert stdout.strip().endswith(f"report: {out / 'report.html'}")
+    return out
+
+
+@pytest.mark.slow
+def test_default_battery_covers_every_probe_on_the_zoo(default_run: Path) -> None:
+    manifest = json.loads((default_run / "manifest.json").read_text())
+    assert manifest["state"] == "complete"
+    assert set(_tables(default_run)) == set(PROBES)
+    spec = load_spec(DEFAULT_SPEC)
+    for unit in manifest["units"]:  # every unit either ran or says why it does not apply
+        assert unit["status"] == "done" or "not a causal" in unit["reason"] or "no MoE" in unit["reason"]
+    sinks = _tables(default_run)["sinks"]
+    assert set(sinks.model) == {m.name for m in spec.models}
+    summary = (default_run / "summary.md").read_text()
+    assert "## moe_routing" in summary and "tiny-moe-shared" in summary
+
+
+@pytest.mark.slow
+def test_a_killed_battery_resumes_to_identical_tables(default_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    process = _cli(str(DEFAULT_SPEC), "--out", str(out))
+    deadline = time.monotonic() + 300
+    while len(list((out / "units").glob("*/*.*"))) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "units").glob("*/*.parquet")))
+    assert json.loads((out / "manifest.json").read_text())["state"] == "running"
+    assert done_before > 0 and not (out / "tables").exists()
+    resumed = _cli(str(DEFAULT_SPEC), "--out", str(out))
+    assert resumed.wait(timeout=900) == 0
+    _assert_same_tables(default_run, out)
+
+
+def test_bad_specs_name_the_key_and_lose_nothing(tmp_path: Path) -> None:
+    cases = {
+        "unknown probe": (SMALL + "[probes.telepathy]\n", "small.toml: probes.telepathy: unknown probe"),
+        "missing file": (
+            SMALL + '[prompts.mine]\nfile = "nowhere.jsonl"\n',
+            "small.toml: prompts.mine.file: no such file",
+        ),
+        "wrong type": (
+            SMALL.replace("chars = 200", 'chars = "many"'),
+            "prompts.mix.chars: expected int, got str",
+        ),
+        "unknown parameter": (SMALL + "[probes.lens]\nwindow = 3\n", "probes.lens.window: unknown key"),
+        "bad toml": ("name = \n", "not valid TOML"),
+    }
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.parquet").write_bytes(b"earlier results")
+    for name, (text, message) in cases.items():
+        spec = tmp_path / "small.toml"
+        spec.write_text(text)
+        with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+            load_spec(spec, out)
+        result = subprocess.run(
+            [sys.executable, "-m", "workbench", "battery", "run", str(spec), "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2, name
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, name
+    assert sorted(p.name for p in out.iterdir()) == ["keep.parquet"]
+    assert (out / "keep.parquet").read_bytes() == b"earlier results"
+
+
+def test_a_run_of_another_spec_is_not_overwritten(tmp_path: Path) -> None:
+    spec = tmp_path / "small.toml"
+    spec.write_text(SMALL.replace('"tiny-llama", "tiny-moe"', '"planted-sink"'))
+    run = run_battery(load_spec(spec, tmp_path / "run"), progress=False)
+    before = {p: p.read_bytes() for p in run.rglob("*.parquet")}
+    spec.write_text(spec.read_text().replace("chars = 200", "chars = 100"))
+    with pytest.raises(SpecError, match="holds a run of another spec"):
+        run_battery(load_spec(spec, tmp_path / "run"), progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*.parquet")} == before
+
+
+@pytest.mark.slow
+def test_ray_run_on_a_local_cluster_equals_the_serial_run(tmp_path: Path) -> None:
+    spec = tmp_path / "small.toml"
+    spec.write_text(SMALL)
+    serial = run_battery(load_spec(spec, tmp_path / "serial"), progress=False)
+    distributed = run_battery(load_spec(spec, tmp_path / "ray"), ray="local", progress=False)
+    _assert_same_tables(serial, distributed)
+    skipped = [
+        u
+        for u in json.loads((distributed / "manifest.json").read_text())["units"]
+        if u["status"] == "skipped"
+    ]
+    assert [(u["probe"], u["model"]) for u in skipped] == [("moe_load", "tiny-llama")]
+
+
+@pytest.mark.slow
+def test_compare_two_runs(default_run: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "small.toml"
+    spec.write_text(SMALL)
+    small = run_battery(load_spec(spec, tmp_path / "small"), progress=False)
+    page = compare_runs(default_run, small, tmp_path / "compare")
+    text = (tmp_path / "compare" / "compare.md").read_text()
+    assert page.exists() and "default:tiny-moe" in text and "small:tiny-moe" in text
+    assert "## moe_load" in text and "## card" not in text  # only probes both ran
