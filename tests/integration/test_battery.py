@@ -170,3 +170,33 @@ def test_compare_two_runs(default_run: Path, tmp_path: Path) -> None:
     text = (tmp_path / "compare" / "compare.md").read_text()
     assert page.exists() and "default:tiny-moe" in text and "small:tiny-moe" in text
     assert "## moe_load" in text and "## card" not in text  # only probes both ran
+
+
+def chromium_path() -> str:
+    """Debian's chromium (.ci/run installs it); outside CI a machine without it skips the browser tests."""
+    path = "/usr/bin/chromium"
+    if not Path(path).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have /usr/bin/chromium (.ci/run installs Debian's chromium)")
+        pytest.skip("no /usr/bin/chromium on this machine")
+    return path
+
+
+@pytest.mark.slow
+def test_report_loads_offline_in_headless_chromium(default_run: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors, requests = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto((default_run / "report.html").as_uri(), wait_until="load")
+        page.wait_for_timeout(500)
+        plots = page.locator(".js-plotly-plot").count()
+        browser.close()
+    assert errors == []
+    assert [url for url in requests if not url.startswith(("file:", "data:", "blob:"))] == []
+    assert plots >= len(PROBES) - 1  # every probe but the card draws at least one figure
