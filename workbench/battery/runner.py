@@ -158,12 +158,17 @@ def merge_tables(spec: BatterySpec) -> dict[str, Path]:
 def _ray_units(
     spec: BatterySpec, units: list[Unit], address: str, progress: Progress, task: Any
 ) -> list[dict]:
-    import ray
-
-    if address == "local":
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-    else:
-        ray.init(address=address, logging_level="ERROR")
+    try:
+        import ray
+    except ImportError:
+        raise WorkbenchError("Ray is not installed: pip install 'interp-workbench[distributed]'") from None
+    try:
+        if address == "local":
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+        else:
+            ray.init(address=address, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise WorkbenchError(f"no Ray cluster at {address!r}: {str(error).splitlines()[0]}") from None
     try:
         remote = ray.remote(num_cpus=spec.threads)(run_unit)
         pending = {remote.remote(spec, unit): unit for unit in units}
