@@ -200,3 +200,15 @@ def test_report_loads_offline_in_headless_chromium(default_run: Path) -> None:
     assert errors == []
     assert [url for url in requests if not url.startswith(("file:", "data:", "blob:"))] == []
     assert plots >= len(PROBES) - 1  # every probe but the card draws at least one figure
+
+
+def test_capture_store_is_kept_when_asked(tmp_path: Path) -> None:
+    spec = tmp_path / "stored.toml"
+    spec.write_text(
+        'models = ["planted-sink"]\n[capture]\nstore = true\n[prompts.p]\nbuiltin = "short"\n[probes.sinks]\n'
+    )
+    run = run_battery(load_spec(spec, tmp_path / "run"), progress=False)
+    from workbench.capture.store import Capture
+
+    stored = Capture.load(run / "captures" / "planted-sink" / "sinks")
+    assert len(stored) == 2 and "blocks.1.attn.hook_pattern" in stored
