@@ -1,42 +1,41 @@
-"""Streamlit app: choose a model and look at its "thinking parameters" card and layer summary.
+"""Streamlit app: look at a model's layer activity, heads, routing, compression, KV cache and live
+generation, and browse battery results (``workbench app``).
 
-It computes nothing itself: it calls ``workbench.load``, ``workbench.card`` and the capture summary.
+It computes nothing itself: the views call the capture engine and the probes (``apps/data.py``), cached
+per model and prompt (``apps/cache.py``).
 """
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 import workbench
-from workbench.summary import layer_summary
+from apps import cache
+from apps.views import VIEWS
 
-
-@st.cache_resource(show_spinner="loading model")
-def _load(source: str) -> workbench.WorkbenchModel:
-    return workbench.load(source)
+DEFAULT_MODEL = "tiny-moe"
+DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 
 
 def main() -> None:
-    """Render the app."""
+    """Render the sidebar (model, prompt, view) and the chosen view."""
     st.set_page_config(page_title="interp workbench", layout="wide")
-    st.title("interp workbench")
-    source = st.text_input("Model (zoo name or local directory)", value="minilm")
+    source = st.sidebar.text_input("Model (zoo name or local directory)", value=DEFAULT_MODEL, key="model")
+    prompt = st.sidebar.text_area("Prompt", value=DEFAULT_PROMPT, key="prompt")
+    title = st.sidebar.radio("View", list(VIEWS), key="view")
+    st.title(title)
     try:
-        model = _load(source)
-    except workbench.WorkbenchError as exc:
-        st.error(str(exc))
-        return
-    card = workbench.card(model)
-    st.subheader("Thinking parameters")
-    st.dataframe(
-        pd.DataFrame([(s, n, str(v)) for s, n, v in card.rows], columns=["section", "field", "value"]),
-        hide_index=True,
-    )
-    prompt = st.text_area("Prompt", value="The quick brown fox jumps over the lazy dog.")
-    if prompt.strip():
-        st.subheader("Layer activity")
-        st.dataframe(pd.DataFrame(layer_summary(model, [prompt])), hide_index=True)
+        model = cache.model(source)
+        if title != "Battery results" and not prompt.strip():
+            raise workbench.WorkbenchError("empty prompt: type a prompt in the sidebar")
+        if title != "Battery results":
+            model.encode(prompt)  # one-line errors for an over-long prompt, before any view computes
+        VIEWS[title].render(source, prompt)
+    except workbench.WorkbenchError as error:
+        st.error(str(error))
+    finally:  # a run counter, so that a browser driver can tell when a rerun has finished
+        runs = st.session_state["_runs"] = st.session_state.get("_runs", 0) + 1
+        st.markdown(f'<span class="wb-run" data-run="{runs}"></span>', unsafe_allow_html=True)
 
 
 main()

@@ -155,6 +155,32 @@ def battery_compare(
     print(f"report: {compare_runs(run_a, run_b, out)}")
 
 
+@app.command("app")
+def app_command(
+    address: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+) -> None:
+    """Start the Streamlit app (layer activity, heads, routing, compression, KV cache, live generation,
+    battery results)."""
+    from pathlib import Path
+
+    from streamlit.web import bootstrap
+
+    import apps.data  # imported here so that the first page does not wait for torch & co.
+
+    script = str(Path(apps.data.__file__).resolve().parent / "workbench_app.py")
+    flags = {
+        "server_address": address,
+        "server_port": port,
+        "server_headless": True,
+        "server_fileWatcherType": "none",
+        "browser_gatherUsageStats": False,
+        "client_toolbarMode": "viewer",
+    }
+    bootstrap.load_config_options(flag_options=flags)
+    bootstrap.run(script, False, [], flags)
+
+
 def _quiet_libraries() -> None:
     """Keep the hub's retry chatter and transformers' advice off stderr, so errors stay one line."""
     from huggingface_hub.utils import logging as hub_logging

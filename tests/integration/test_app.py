@@ -1,27 +1,169 @@
-"""The Streamlit app renders the card of the real MiniLM, and one error line for a bad model."""
+"""Streamlit AppTest of every view: no exception, the key widgets, and the numbers the probes give for the
+same input."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
+from streamlit.testing.v1 import AppTest
 
 import workbench
+from apps import data
+from probes import compression, sinks
+from probes.eviction import simulate_eviction
+from workbench.battery import load_spec, run_battery
+from workbench.battery.report import summary_table
+from workbench.capture import CaptureSpec, capture
+from workbench.capture.generate import stream_generate
 
-AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 APP = str(Path(__file__).resolve().parents[2] / "apps/workbench_app.py")
+PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 
 
-def test_card_view_shows_the_card_numbers() -> None:
-    app = AppTest.from_file(APP, default_timeout=120).run()
+def _app(view: str, model: str = "tiny-moe", prompt: str = PROMPT) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=300).run()
+    app.sidebar.text_input(key="model").set_value(model)
+    app.sidebar.text_area(key="prompt").set_value(prompt)
+    app.sidebar.radio(key="view").set_value(view).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def _metric(app: AppTest, label_start: str) -> str:
+    return next(m.value for m in app.metric if m.label.startswith(label_start))
+
+
+def test_card_view_shows_the_card() -> None:
+    app = _app("Model card", model="minilm")
+    shown = app.dataframe[0].value.set_index("field")
+    assert shown.loc["layers", "value"] == str(workbench.card(workbench.load("minilm")).get("layers"))
+
+
+def test_bad_model_and_empty_prompt_show_one_error() -> None:
+    app = _app("Model card", model="/no/such/dir")
+    assert len(app.error) == 1 and "/no/such/dir" in app.error[0].value
+    app = _app("Layer activity", prompt="   ")
+    assert len(app.error) == 1 and "empty prompt" in app.error[0].value
+
+
+def test_layer_activity_equals_the_captured_statistics() -> None:
+    app = _app("Layer activity")
+    assert {s.key for s in app.selectbox} >= {"layers_metric", "layers_layer", "layers_token"}
+    app.selectbox(key="layers_layer").set_value(2)
+    app.selectbox(key="layers_token").set_value(5).run()
+    model = workbench.load("tiny-moe")
+    patterns = capture(
+        model, [PROMPT], CaptureSpec(points=[r"blocks\.2\.attn\.hook_pattern"]), progress=False
+    )
+    resid = model.read(PROMPT, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"][0, 5]
+    assert float(_metric(app, "Residual norm")) == pytest.approx(float(resid.norm()), rel=1e-3)
+    details = app.dataframe[0].value
+    pattern = patterns["blocks.2.attn.hook_pattern"][0]
+    torch.testing.assert_close(
+        torch.tensor(details.sink_mass.values), pattern[:, 5, 0].double(), atol=1e-5, rtol=0
+    )
+    assert len(details) == pattern.shape[0]
+
+
+def test_heads_view_shows_the_sink_table_of_the_chosen_head() -> None:
+    app = _app(
+        "Attention heads", model="planted-sink", prompt="The cat sat on the mat and looked at the door."
+    )
+    app.selectbox(key="heads_layer").set_value(1)
+    app.selectbox(key="heads_head").set_value(3).run()
+    model = workbench.load("planted-sink")
+    result = capture(
+        model,
+        ["The cat sat on the mat and looked at the door."],
+        CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]),
+        progress=False,
+    )
+    table = sinks.sink_table(result, 2)
+    alpha = table[(table["layer"] == 1) & (table["head"] == 3)].alpha.iloc[0]
+    assert float(_metric(app, "First-token alpha")) == pytest.approx(alpha, abs=1e-4) and alpha > 0.9
+
+
+def test_routing_view_counts_the_routers_own_choices() -> None:
+    app = _app("MoE routing")
+    app.selectbox(key="routing_layer").set_value(3)
+    app.selectbox(key="routing_expert").set_value(5).run()
+    model = workbench.load("tiny-moe")
+    indices = model.read(PROMPT, ["blocks.3.moe.hook_expert_indices"])["blocks.3.moe.hook_expert_indices"]
+    assert int(_metric(app, "Tokens routed to expert 5")) == int((indices == 5).any(-1).sum())
+    app.toggle(key="routing_spec").set_value(True).run()
+    assert not app.exception and len(app.get("plotly_chart")) == 3
+
+
+def test_compression_view_equals_the_probe() -> None:
+    app = _app("Compression depth", model="tiny-llama")
+    model = workbench.load("tiny-llama")
+    prompts = [t for texts in data.heldout_prompts().values() for t in texts]
+    result = capture(model, prompts, CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"]), progress=False)
+    expected = pd.DataFrame(
+        compression.compression_profile([result[f"blocks.{i}.hook_resid_post"] for i in range(4)], "all")
+    )
+    shown = next(d.value for d in app.dataframe if "twonn_90" in d.value.columns and len(d.value) == 4)
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_exact=False, rtol=1e-6)
+    assert any("kl_to_final" in d.value.columns for d in app.dataframe)  # the lens table of a causal LM
+
+
+def test_kv_view_sizes_and_eviction_simulator() -> None:
+    app = _app("KV cache")
+    app.selectbox(key="kv_policy").set_value("h2o")
+    app.slider(key="kv_budget").set_value(0.25).run()
+    model = workbench.load("tiny-moe")
+    per_token = workbench.card(model).get("kv_bytes_per_token")
+    assert _metric(app, "KV bytes per token") == f"{per_token:,}"
+    ids = model.encode(PROMPT)["input_ids"]
+    prompt_len = ids.shape[1] * 3 // 4
+    expected = simulate_eviction(model, ids, prompt_len, "h2o", round(0.25 * prompt_len))
+    assert float(_metric(app, "kl")) == pytest.approx(expected["kl"], rel=1e-3, abs=1e-6)
+
+
+def test_live_generation_streams_the_generation_capture() -> None:
+    app = _app("Live generation")
+    app.slider(key="gen_tokens").set_value(5)
+    app.button(key="gen_run").click().run()
     assert not app.exception
-    card = app.dataframe[0].value
-    expected = workbench.card(workbench.load("minilm"))
-    assert card.set_index("field").loc["layers", "value"] == str(expected.get("layers"))
-    assert len(app.dataframe) == 2 and len(app.dataframe[1].value) == 6
+    shown = app.dataframe[0].value
+    model = workbench.load("tiny-moe")
+    steps = list(stream_generate(model, PROMPT, max_new_tokens=5, temperature=0.7, seed=0))
+    assert shown.token.tolist() == [s.token for s in steps]
+    assert shown.entropy.tolist() == pytest.approx([s.logit_entropy for s in steps], rel=1e-5)
 
 
-def test_bad_model_shows_one_error() -> None:
-    app = AppTest.from_file(APP, default_timeout=120).run()
-    app.text_input[0].set_value("/no/such/dir").run()
-    assert not app.exception and len(app.error) == 1
+def test_battery_browser_shows_the_run_summary(tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'models = ["planted-sink", "tiny-llama"]\n[prompts.p]\nbuiltin = "short"\n'
+        + "[probes.sinks]\n[probes.card]\n"
+    )
+    run = run_battery(load_spec(spec, tmp_path / "run"), progress=False)
+    app = _app("Battery results")
+    app.text_input(key="battery_run").set_value(str(run)).run()
+    app.selectbox(key="battery_probe").set_value("sinks").run()
+    assert not app.exception
+    expected = summary_table("sinks", pd.read_parquet(run / "tables" / "sinks.parquet"))
+    pd.testing.assert_frame_equal(
+        app.dataframe[0].value.reset_index(drop=True), expected.reset_index(drop=True)
+    )
+    app.text_input(key="battery_compare").set_value(str(run)).run()
+    assert not app.exception and set(app.dataframe[0].value.model) == {
+        "0:planted-sink",
+        "0:tiny-llama",
+        "1:planted-sink",
+        "1:tiny-llama",
+    }
+
+
+def test_markup_in_a_prompt_stays_text() -> None:
+    prompt = '<script>alert("x")</script> <b>bold</b>'
+    app = _app("Layer activity", prompt=prompt)
+    assert not app.exception
+    app.sidebar.radio(key="view").set_value("Live generation").run()
+    app.button(key="gen_run").click().run()
+    assert any(t.value.startswith(prompt) for t in app.text)
+    assert all("<script" not in m.value for m in app.markdown if "wb-run" not in m.value)

@@ -24,8 +24,9 @@ nav { display: flex; flex-wrap: wrap; gap: 0.3em 1em; } .figure { display: inlin
 FULL_ROWS = 400  # rows of a full table shown in the page (the Parquet file has all)
 
 
-def _tables(run: Path) -> dict[str, pd.DataFrame]:
-    manifest = _manifest(run)
+def run_tables(run: Path) -> dict[str, pd.DataFrame]:
+    """The merged table of every probe of a run, by probe label (spec order)."""
+    manifest = read_manifest(run)
     names = [p for p in manifest["spec"].get("probes", {})]
     return {
         n: pd.read_parquet(run / "tables" / f"{n}.parquet")
@@ -34,7 +35,7 @@ def _tables(run: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def _manifest(run: Path) -> dict:
+def read_manifest(run: Path) -> dict:
     path = Path(run) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{run} is not a battery run (no manifest.json)")
@@ -44,11 +45,13 @@ def _manifest(run: Path) -> dict:
         raise InputError(f"{path}: damaged manifest") from None
 
 
-def _probe_of(manifest: dict, name: str) -> str:
+def probe_of(manifest: dict, name: str) -> str:
+    """The registry probe behind a probe label of the run's spec."""
     return manifest["spec"]["probes"][name].get("probe", name)
 
 
-def _summary(probe: str, table: pd.DataFrame) -> pd.DataFrame:
+def summary_table(probe: str, table: pd.DataFrame) -> pd.DataFrame:
+    """The probe's summary of a table (its first rows when the probe has none)."""
     return SUMMARIES[probe](table) if probe in SUMMARIES else table.head(10)
 
 
@@ -59,7 +62,7 @@ def _section(name: str, probe: str, table: pd.DataFrame) -> str:
         f'<div class="figure">{f.to_html(full_html=False, include_plotlyjs=False, config=config)}</div>'
         for _, f in figures
     )
-    summary = _summary(probe, table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+    summary = summary_table(probe, table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
     full = table.head(FULL_ROWS).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
     label = html.escape(name)
     return (
@@ -82,8 +85,8 @@ def _page(title: str, intro: str, sections: list[str], names: list[str]) -> str:
 def write_report(run: str | Path) -> Path:
     """Write ``report.html`` and ``summary.md`` for a finished run; return the HTML path."""
     run = Path(run)
-    manifest = _manifest(run)
-    tables = _tables(run)
+    manifest = read_manifest(run)
+    tables = run_tables(run)
     skipped = [u for u in manifest["units"] if u["status"] == "skipped"]
     intro = (
         f"<p>{len(manifest['units'])} units, {len(skipped)} not applicable; "
@@ -96,7 +99,7 @@ def write_report(run: str | Path) -> Path:
             for u in skipped
         )
         intro += "</ul></details>"
-    sections = [_section(n, _probe_of(manifest, n), t) for n, t in tables.items()]
+    sections = [_section(n, probe_of(manifest, n), t) for n, t in tables.items()]
     page = _page(f"Battery: {manifest['name']}", intro, sections, list(tables))
     (run / "report.html").write_text(page, encoding="utf-8")
     lines = [
@@ -106,7 +109,12 @@ def write_report(run: str | Path) -> Path:
         "",
     ]
     for name, table in tables.items():
-        lines += [f"## {name}", "", markdown_table(_summary(_probe_of(manifest, name), table), digits=4), ""]
+        lines += [
+            f"## {name}",
+            "",
+            markdown_table(summary_table(probe_of(manifest, name), table), digits=4),
+            "",
+        ]
     (run / "summary.md").write_text("\n".join(lines), encoding="utf-8")
     return run / "report.html"
 
@@ -115,11 +123,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
     """Side-by-side report of two runs: every probe both ran, with the model labels prefixed by the run's
     name (``A:tiny-llama`` ...), as ``compare.html`` and ``compare.md`` in ``out``; return the HTML path."""
     runs = [Path(run_a), Path(run_b)]
-    manifests = [_manifest(r) for r in runs]
+    manifests = [read_manifest(r) for r in runs]
     labels = [m["name"] for m in manifests]
     if labels[0] == labels[1]:
         labels = ["A", "B"]
-    tables = [_tables(r) for r in runs]
+    tables = [run_tables(r) for r in runs]
     common = [n for n in tables[0] if n in tables[1]]
     if not common:
         raise InputError(f"{runs[0]} and {runs[1]} share no probe")
@@ -127,7 +135,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sections, lines = [], [f"# Comparison: {labels[0]} vs {labels[1]}", ""]
     for name in common:
-        probe = _probe_of(manifests[0], name)
+        probe = probe_of(manifests[0], name)
         both = pd.concat(
             [
                 t[name].assign(model=f"{label}:" + t[name].model)
@@ -135,7 +143,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
             ]
         )
         sections.append(_section(name, probe, both.reset_index(drop=True)))
-        lines += [f"## {name}", "", markdown_table(_summary(probe, both), digits=4), ""]
+        lines += [f"## {name}", "", markdown_table(summary_table(probe, both), digits=4), ""]
     described = [
         f"{html.escape(str(r))} ({html.escape(label)})" for r, label in zip(runs, labels, strict=True)
     ]

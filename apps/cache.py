@@ -1,0 +1,59 @@
+"""Cached calls of the app: one loaded model per source, one capture per (source, prompt), so that
+interactions (choosing a head, an expert, a budget) rerun no forward pass."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+import workbench
+from apps import data
+
+
+@st.cache_resource(show_spinner="loading model", max_entries=4)
+def model(source: str) -> workbench.WorkbenchModel:
+    return workbench.load(source)
+
+
+@st.cache_data(show_spinner="capturing", max_entries=16)
+def activity(source: str, prompt: str) -> data.LayerActivity:
+    return data.layer_activity(model(source), prompt)
+
+
+@st.cache_data(show_spinner="capturing attention patterns", max_entries=8)
+def patterns(source: str, prompt: str) -> tuple[list[torch.Tensor], pd.DataFrame]:
+    return data.attention_patterns(model(source), prompt)
+
+
+@st.cache_data(show_spinner="routing the held-out domains", max_entries=4)
+def specialisation(source: str) -> pd.DataFrame:
+    return data.specialisation(model(source))
+
+
+@st.cache_data(show_spinner="measuring compression depth", max_entries=4)
+def compression(source: str) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
+    return data.compression_depth(model(source))
+
+
+@st.cache_data(show_spinner="decoding with a pruned cache", max_entries=32)
+def eviction(source: str, prompt: str, budget: float, policy: str) -> dict[str, float]:
+    return data.eviction(model(source), prompt, budget, policy)
+
+
+def grid_figure(grid: torch.Tensor, x: list[str], y: list[str], title: str, **layout: object) -> go.Figure:
+    """A heatmap whose axis labels are escaped (token text never renders as markup) and kept in order."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.tolist(),
+            x=[html.escape(v) for v in x],
+            y=[html.escape(v) for v in y],
+            colorscale="Viridis",
+        )
+    )
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category", autorange="reversed")
+    return figure.update_layout(title=title, **layout)

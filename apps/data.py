@@ -1,0 +1,163 @@
+"""What the app shows, computed by the capture engine and the probes (no Streamlit here, so the tests can
+compare the app's numbers with the probes' directly). Every function takes a loaded model and a prompt
+and returns plain tensors or tidy tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from probes import compression, kvcache, lens, moe, sinks
+from probes.eviction import simulate_eviction
+from workbench.capture import CaptureSpec, capture
+from workbench.models.model import WorkbenchModel
+from workbench.zoo.corpus import DOMAINS, load_heldout_sample
+from workbench.zoo.evaluate import domain_windows
+from workbench.zoo.registry import MODELS_DIR
+
+PATTERN_LIMIT = 1024  # longer prompts are shown through the streamed statistics only
+RESID = r"blocks\.\d+\.hook_resid_post"
+EXPERTS = r"blocks\.\d+\.moe\.hook_expert_indices"
+
+
+def token_labels(model: WorkbenchModel, ids: torch.Tensor) -> list[str]:
+    """Position-prefixed token texts (``3: fox``), unique so that plots keep their order; each token is
+    decoded on its own, newlines shown as ``\\n``."""
+    decode = model.tokenizer.decode if model.tokenizer else str
+    return [
+        f"{i}:{decode([t]) if model.tokenizer else t}".replace("\n", "\\n")
+        for i, t in enumerate(ids.tolist())
+    ]
+
+
+@dataclass
+class LayerActivity:
+    """Per layer and token of one prompt: residual norm, attention entropy and sink mass per head (from the
+    streamed statistics, so any prompt length works) and the experts each MoE layer chose."""
+
+    tokens: list[str]
+    resid_norm: torch.Tensor  # [layer, pos]
+    entropy: torch.Tensor  # [layer, head, pos]
+    sink_mass: torch.Tensor  # [layer, head, pos]
+    experts: torch.Tensor | None  # [layer, pos, k] (MoE layers only, in layer order)
+
+    def table(self, metric: str) -> pd.DataFrame:
+        """Tidy ``layer, position, token, value`` for ``resid_norm``, ``entropy``, ``sink_mass`` (means over
+        heads) or ``expert`` (top-1 id)."""
+        grids = {
+            "resid_norm": self.resid_norm,
+            "entropy": self.entropy.mean(1),
+            "sink_mass": self.sink_mass.mean(1),
+            "expert": None if self.experts is None else self.experts[..., 0].float(),
+        }
+        grid = grids[metric]
+        return pd.DataFrame(
+            [
+                {"layer": layer, "position": pos, "token": self.tokens[pos], "value": float(grid[layer, pos])}
+                for layer in range(grid.shape[0])
+                for pos in range(grid.shape[1])
+            ]
+        )
+
+    def details(self, layer: int, position: int) -> pd.DataFrame:
+        """Per head at one (layer, token): attention entropy and sink mass."""
+        return pd.DataFrame(
+            {
+                "head": range(self.entropy.shape[1]),
+                "entropy": self.entropy[layer, :, position].tolist(),
+                "sink_mass": self.sink_mass[layer, :, position].tolist(),
+            }
+        )
+
+
+def layer_activity(model: WorkbenchModel, prompt: str) -> LayerActivity:
+    """Capture residual norms, streamed attention statistics and expert ids for one prompt."""
+    points = model.hook_points([RESID, EXPERTS], missing_ok=True)
+    result = capture(
+        model, [prompt], CaptureSpec(points=points, stats=["sink_mass", "entropy"]), progress=False
+    )
+    n_layers = model.adapter.n_layers(model.config)
+    layers = range(n_layers)
+    expert_layers = [i for i in layers if f"blocks.{i}.moe.hook_expert_indices" in result]
+    return LayerActivity(
+        token_labels(model, result.tokens[0]),
+        torch.stack([result[f"blocks.{i}.hook_resid_post"][0].float().norm(dim=-1) for i in layers]),
+        torch.stack([result[f"blocks.{i}.attn.stat_entropy"][0] for i in layers]),
+        torch.stack([result[f"blocks.{i}.attn.stat_sink_mass"][0] for i in layers]),
+        torch.stack([result[f"blocks.{i}.moe.hook_expert_indices"][0] for i in expert_layers])
+        if expert_layers
+        else None,
+    )
+
+
+def attention_patterns(model: WorkbenchModel, prompt: str) -> tuple[list[torch.Tensor], pd.DataFrame]:
+    """Attention patterns per layer ([head, q, k] each) and the sink table (Gu et al. alpha per head)."""
+    n_layers = model.adapter.n_layers(model.config)
+    result = capture(
+        model, [prompt], CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]), progress=False
+    )
+    if result.tokens[0].numel() > PATTERN_LIMIT:
+        raise ValueError(f"patterns are shown up to {PATTERN_LIMIT} tokens")
+    patterns = [result[f"blocks.{i}.attn.hook_pattern"][0].float() for i in range(n_layers)]
+    return patterns, sinks.sink_table(result, n_layers, causal=model.adapter.causal)
+
+
+def routing(model: WorkbenchModel, activity: LayerActivity) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-1 expert per token and MoE layer, and the expert load per layer (``probes.moe.expert_load``)."""
+    n_experts = model.adapter.moe_facts(model.config)["experts"]
+    experts = activity.experts
+    loads = [
+        {"layer": layer, "expert": e, "load": float(v)}
+        for layer in range(experts.shape[0])
+        for e, v in enumerate(moe.expert_load(experts[layer], n_experts))
+    ]
+    return activity.table("expert"), pd.DataFrame(loads)
+
+
+def heldout_prompts(per_domain: int = 2, chars: int = 300) -> dict[str, list[str]]:
+    """A small labelled sample of the zoo's five held-out domains."""
+    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    return {d: [doc[:chars] for doc in sample[d][:per_domain]] for d in DOMAINS}
+
+
+def specialisation(model: WorkbenchModel) -> pd.DataFrame:
+    """OLMoE domain specialisation of the last MoE layer on held-out windows of the five domains."""
+    facts = model.adapter.moe_facts(model.config)
+    ids, domains = domain_windows(model.tokenizer, heldout_prompts(4, 2000), seq_len=64, per_domain=4)
+    result = capture(model, ids, CaptureSpec(points=[EXPERTS]), progress=False)
+    last = moe.moe_layers(result)[-1]
+    indices = torch.cat(result[f"blocks.{last}.moe.hook_expert_indices"])
+    token_domains = domains[:, None].expand_as(ids).reshape(-1)
+    return moe.domain_expert_table(indices, token_domains, facts["experts"], facts["top_k"], list(DOMAINS))
+
+
+def compression_depth(model: WorkbenchModel) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
+    """Per-layer profile (TwoNN, effective rank ...), the CKA matrix and the logit-lens table on the
+    held-out sample (the lens only for causal LMs)."""
+    prompts = [t for texts in heldout_prompts().values() for t in texts]
+    result = capture(model, prompts, CaptureSpec(points=[RESID]), progress=False)
+    hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.adapter.n_layers(model.config))]
+    profile = pd.DataFrame(compression.compression_profile(hidden, "all"))
+    grid = compression.cka_matrix([torch.cat(h) for h in hidden])
+    table = None
+    if model.adapter.causal and model.hf.get_output_embeddings() is not None:
+        ids, _ = domain_windows(model.tokenizer, heldout_prompts(2, 2000), seq_len=64, per_domain=2)
+        table = lens.lens_table(model, ids)
+    return profile, grid, table
+
+
+def retention(patterns: list[torch.Tensor], layer: int) -> pd.DataFrame:
+    """Retained attention mass of the last query per policy and budget (``probes.kvcache``)."""
+    return pd.DataFrame(kvcache.retention_curve([patterns[layer]]))
+
+
+def eviction(model: WorkbenchModel, prompt: str, budget: float, policy: str) -> dict[str, float]:
+    """Prune the cache of the prompt's first three quarters to ``budget`` (share of it) and decode the rest
+    (``probes.eviction.simulate_eviction``): perplexity, KL and top-1 agreement against the full cache."""
+    ids = model.encode(prompt)["input_ids"][:1]
+    prompt_len = max(2, ids.shape[1] * 3 // 4)
+    if ids.shape[1] - prompt_len < 1:
+        raise ValueError("the prompt is too short to simulate eviction (needs at least 3 tokens)")
+    return simulate_eviction(model, ids, prompt_len, policy, max(1, round(budget * prompt_len)))

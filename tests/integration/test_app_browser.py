@@ -1,0 +1,59 @@
+"""The app in a real browser: Playwright drives Debian's chromium against ``workbench app`` on localhost,
+opens every view, changes the prompt, selects a head and an expert, and saves screenshots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from apps.driver import CHROMIUM, choose, click, open_view, served, set_prompt, wait_run
+from apps.views import VIEWS
+
+
+def _chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have /usr/bin/chromium (.ci/run installs Debian's chromium)")
+        pytest.skip("no /usr/bin/chromium on this machine")
+    return CHROMIUM
+
+
+@pytest.mark.slow
+def test_every_view_in_chromium(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    dialogs: list[str] = []
+    with served() as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(url)
+        wait_run(page, 0)
+        for title in VIEWS:
+            open_view(page, title)
+            assert page.get_by_role("heading", name=title).is_visible()
+            page.screenshot(path=tmp_path / f"{title.replace(' ', '_')}.png", full_page=True)
+        set_prompt(page, "A short prompt about the river and the old mill.")
+        open_view(page, "Attention heads")
+        choose(page, "Head", "2")
+        assert page.get_by_text("Pattern, layer 0 head 2").count() == 1
+        open_view(page, "MoE routing")
+        choose(page, "Expert", "3")
+        assert page.get_by_text("Tokens routed to expert 3").count() == 1
+        page.screenshot(path=tmp_path / "expert.png", full_page=True)
+        markup = '<script>alert("x")</script> <img src=x onerror=alert(1)> hello'
+        set_prompt(page, markup)
+        open_view(page, "Layer activity")
+        open_view(page, "Live generation")
+        click(page, "Generate")
+        assert page.get_by_text(markup, exact=False).count() >= 1
+        assert page.locator("script:has-text('alert(\"x\")')").count() == 0
+        page.screenshot(path=tmp_path / "markup.png", full_page=True)
+        browser.close()
+    assert errors == [] and dialogs == []
+    assert len(list(tmp_path.glob("*.png"))) == len(VIEWS) + 2
