@@ -17,6 +17,8 @@ from workbench.zoo.corpus import DOMAINS, load_heldout_sample
 from workbench.zoo.evaluate import domain_windows
 from workbench.zoo.registry import MODELS_DIR
 
+DEFAULT_MODEL = "tiny-moe"
+DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 PATTERN_LIMIT = 1024  # longer prompts are shown through the streamed statistics only
 RESID = r"blocks\.\d+\.hook_resid_post"
 EXPERTS = r"blocks\.\d+\.moe\.hook_expert_indices"

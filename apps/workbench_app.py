@@ -11,10 +11,8 @@ import streamlit as st
 
 import workbench
 from apps import cache
+from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT
 from apps.views import VIEWS
-
-DEFAULT_MODEL = "tiny-moe"
-DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 
 
 def main() -> None:
