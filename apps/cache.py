@@ -57,3 +57,31 @@ def grid_figure(grid: torch.Tensor, x: list[str], y: list[str], title: str, **la
     figure.update_xaxes(type="category")
     figure.update_yaxes(type="category", autorange="reversed")
     return figure.update_layout(title=title, **layout)
+
+
+def cell_figure(grid: torch.Tensor, x: list[str], y: list[str], title: str, height: int = 320) -> go.Figure:
+    """A heatmap drawn as square markers, so that a click selects a cell (plotly heatmaps cannot be
+    selected); labels escaped as in :func:`grid_figure`."""
+    rows, columns = len(y), len(x)
+    xs = [html.escape(v) for v in x] * rows
+    ys = [html.escape(v) for v in y for _ in range(columns)]
+    size = max(6, min(30, 900 // max(columns, 1), (height - 120) // max(rows, 1)))
+    marker = {
+        "symbol": "square",
+        "size": size,
+        "color": grid.flatten().tolist(),
+        "colorscale": "Viridis",
+        "showscale": True,
+    }
+    figure = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker=marker,
+            hovertemplate="%{x}, %{y}: %{marker.color:.4g}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category", autorange="reversed")
+    return figure.update_layout(title=title, height=height, clickmode="event+select")

@@ -3,6 +3,8 @@ choice, with per-head details for the clicked (or chosen) cell."""
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from apps import cache
@@ -22,24 +24,29 @@ def render(source: str, prompt: str) -> None:
     metric = st.selectbox("Signal", metrics, format_func=METRICS.get, key="layers_metric")
     table = activity.table(metric)
     grid = table.pivot(index="layer", columns="position", values="value")
-    figure = cache.grid_figure(
-        grid.values, activity.tokens, [f"layer {i}" for i in grid.index], METRICS[metric], height=320
+    figure = cache.cell_figure(
+        grid.values, activity.tokens, [f"layer {i}" for i in grid.index], f"{METRICS[metric]} (click a cell)"
     )
     event = st.plotly_chart(figure, on_select="rerun", selection_mode="points", key="layers_chart")
-    clicked = (event or {}).get("selection", {}).get("points", []) if event else []
-    n_layers = activity.resid_norm.shape[0]
-    layer_default = int(clicked[0]["y"].split()[-1]) if clicked else n_layers - 1
-    token_default = (
-        activity.tokens.index(clicked[0]["x"]) if clicked and clicked[0]["x"] in activity.tokens else 0
-    )
+    clicked = [
+        {k: html.unescape(str(v)) for k, v in p.items()}
+        for p in (event or {}).get("selection", {}).get("points", [])
+    ]
+    n_layers, n_tokens = activity.resid_norm.shape
+    state = st.session_state
+    if state.get("layers_layer", 0) >= n_layers or state.get("layers_token", 0) >= n_tokens:
+        state.pop("layers_layer", None), state.pop("layers_token", None)  # another model or prompt
+    state.setdefault("layers_layer", n_layers - 1)
+    state.setdefault("layers_token", 0)
+    selection = [(p["x"], p["y"]) for p in clicked]
+    if selection and state.get("layers_clicked") != selection and selection[0][0] in activity.tokens:
+        state["layers_clicked"] = selection  # a new click moves the details to that cell
+        state["layers_layer"] = int(selection[0][1].split()[-1])
+        state["layers_token"] = activity.tokens.index(selection[0][0])
     left, right = st.columns(2)
-    layer = left.selectbox("Layer", range(n_layers), index=layer_default, key="layers_layer")
+    layer = left.selectbox("Layer", range(n_layers), key="layers_layer")
     position = right.selectbox(
-        "Token",
-        range(len(activity.tokens)),
-        index=token_default,
-        format_func=activity.tokens.__getitem__,
-        key="layers_token",
+        "Token", range(n_tokens), format_func=activity.tokens.__getitem__, key="layers_token"
     )
     st.metric("Residual norm", f"{float(activity.resid_norm[layer, position]):.4g}")
     st.dataframe(activity.details(layer, position), hide_index=True, key="layers_details")

@@ -1,5 +1,6 @@
 """The app in a real browser: Playwright drives Debian's chromium against ``workbench app`` on localhost,
-opens every view, changes the prompt, selects a head and an expert, and saves screenshots."""
+opens every view, changes the prompt, clicks a cell for its details, selects a head and an expert, and
+saves screenshots."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from apps.driver import CHROMIUM, choose, click, open_view, served, set_prompt, wait_run
+import workbench
+from apps.data import DEFAULT_MODEL
+from apps.driver import CHROMIUM, choose, click, open_view, runs, served, set_prompt, wait_run
 from apps.views import VIEWS
 
 
@@ -38,7 +41,16 @@ def test_every_view_in_chromium(tmp_path: Path) -> None:
             open_view(page, title)
             assert page.get_by_role("heading", name=title).is_visible()
             page.screenshot(path=tmp_path / f"{title.replace(' ', '_')}.png", full_page=True)
-        set_prompt(page, "A short prompt about the river and the old mill.")
+        prompt = "A short prompt about the river and the old mill."
+        set_prompt(page, prompt)
+        open_view(page, "Layer activity")
+        before = runs(page)
+        page.locator(".js-plotly-plot .scatterlayer .point").nth(5).click(force=True)  # layer 0, token 5
+        wait_run(page, before)
+        model = workbench.load(DEFAULT_MODEL)
+        resid = model.read(prompt, ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][0, 5]
+        shown = page.locator('[data-testid="stMetricValue"]').first.inner_text()
+        assert float(shown) == pytest.approx(float(resid.norm()), rel=1e-3)  # details of the clicked cell
         open_view(page, "Attention heads")
         choose(page, "Head", "2")
         assert page.get_by_text("Pattern, layer 0 head 2").count() == 1
