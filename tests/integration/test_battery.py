@@ -75,6 +75,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_default_battery_covers_every_probe_on_the_zoo(default_run: Path) -> None:
     manifest = json.loads((default_run / "manifest.json").read_text())
     assert manifest["state"] == "complete"
+    assert all(len(m["weights_sha256"]) == 64 for m in manifest["models"])  # zoo weights identified
     assert set(_tables(default_run)) == set(PROBES)
     spec = load_spec(DEFAULT_SPEC)
     for unit in manifest["units"]:  # every unit either ran or says why it does not apply

@@ -2,7 +2,8 @@
 
 Layout of a run directory::
 
-    manifest.json              spec, its digest, versions, models, status and seconds of every unit
+    manifest.json              spec, its digest, versions, models with their weight fingerprints,
+                               status and seconds of every unit
     units/PROBE/MODEL.parquet  one unit's table, written atomically (temp file + rename)
     units/PROBE/MODEL.skip     a unit that does not apply to the model, with the reason
     tables/PROBE.parquet       the probe's table over all models (a ``model`` column), in spec order
@@ -15,6 +16,7 @@ resumes where it stopped: finished units are kept, the unit in flight is redone,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -132,12 +134,32 @@ def _write_manifest(spec: BatterySpec, entries: list[dict[str, Any]], state: str
         "spec_digest": spec.digest(),
         "spec": spec.raw,
         "versions": _versions(),
-        "models": [vars(m) for m in spec.models],
+        "models": [{**vars(m), **_fingerprint(m.source)} for m in spec.models],
         "units": entries,
     }
     _atomic(
         spec.output / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2, default=str))
     )
+
+
+def _fingerprint(source: str) -> dict[str, Any]:
+    """What identifies a model's weights: the zoo's recorded sha256, or for a local directory the sha256 of
+    its config and the names and sizes of its weight files (hashing gigabytes per run would cost minutes);
+    a hub id is identified by its revision in the spec."""
+    from workbench.zoo.registry import zoo
+
+    entries = zoo()
+    if source in entries:
+        return {"weights_sha256": entries[source].sha256}
+    path = Path(source)
+    if path.is_dir():
+        config = path / "config.json"
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+        return {
+            "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
+            "weight_files": {p.name: p.stat().st_size for p in files},
+        }
+    return {}
 
 
 def merge_tables(spec: BatterySpec) -> dict[str, Path]:
