@@ -60,9 +60,9 @@ def _internal_signals(name: str, texts: list[str]) -> dict[str, float | int | No
 
 def tokenizer_section(figures: dict[str, object]) -> str:
     """Matched tokenizers on the parallel sample and the held-out domains; matched models side by side."""
-    parallel, heldout = load_texts(), _heldout()
+    parallel, heldout, tokenizers = load_texts(), _heldout(), _tokenizers()
     per_language = pd.concat(
-        [tokenizer_table(tok, parallel).assign(tokenizer=name) for name, tok in _tokenizers().items()]
+        [tokenizer_table(tok, parallel).assign(tokenizer=name) for name, tok in tokenizers.items()]
     )
     fertility = per_language.pivot(index="tokenizer", columns="language", values="fertility")
     premium = per_language.pivot(index="tokenizer", columns="language", values="premium")
@@ -70,7 +70,7 @@ def tokenizer_section(figures: dict[str, object]) -> str:
         ["continued_share", "unknown_share", "byte_fallback_share"]
     ].mean()
     per_domain = pd.DataFrame(
-        {d: {n: length_inflation(t, heldout[d]) for n, t in _tokenizers().items()} for d in DOMAINS}
+        {d: {n: length_inflation(t, heldout[d]) for n, t in tokenizers.items()} for d in DOMAINS}
     ).rename_axis("tokenizer")
     figures["fertility_by_language"] = bars_by_group(
         per_language,
@@ -91,7 +91,7 @@ def tokenizer_section(figures: dict[str, object]) -> str:
     )
     texts = [doc[:300] for docs in heldout.values() for doc in docs[:4]]
     signals = [_internal_signals(m, texts) for m in MATCHED_MODELS]
-    facts = [{"tokenizer": n, **vocabulary(t)} for n, t in _tokenizers().items()]
+    facts = [{"tokenizer": n, **vocabulary(t)} for n, t in tokenizers.items()]
     return (
         "### The tokenizers\n\n"
         + markdown_table(facts)

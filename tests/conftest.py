@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,3 +29,16 @@ def ids() -> torch.Tensor:
     """A fixed batch of token ids [2, 7]."""
     generator = torch.Generator().manual_seed(1)
     return torch.randint(3, VOCAB, (2, 7), generator=generator)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium for the browser tests (.ci/run installs it; CI fails without it, a developer
+    machine without it skips)."""
+    from apps.driver import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have {CHROMIUM} (.ci/run installs Debian's chromium)")
+        pytest.skip(f"no {CHROMIUM} on this machine")
+    return CHROMIUM

@@ -4,33 +4,24 @@ saves screenshots."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 import workbench
 from apps.data import DEFAULT_MODEL
-from apps.driver import CHROMIUM, choose, click, open_view, runs, served, set_prompt, wait_run
+from apps.driver import choose, click, open_view, runs, served, set_prompt, wait_run
 from apps.views import VIEWS
 
 
-def _chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must have /usr/bin/chromium (.ci/run installs Debian's chromium)")
-        pytest.skip("no /usr/bin/chromium on this machine")
-    return CHROMIUM
-
-
 @pytest.mark.slow
-def test_every_view_in_chromium(tmp_path: Path) -> None:
+def test_every_view_in_chromium(tmp_path: Path, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
     dialogs: list[str] = []
     with served() as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))

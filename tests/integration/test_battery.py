@@ -173,23 +173,13 @@ def test_compare_two_runs(default_run: Path, tmp_path: Path) -> None:
     assert "## moe_load" in text and "## card" not in text  # only probes both ran
 
 
-def chromium_path() -> str:
-    """Debian's chromium (.ci/run installs it); outside CI a machine without it skips the browser tests."""
-    path = "/usr/bin/chromium"
-    if not Path(path).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must have /usr/bin/chromium (.ci/run installs Debian's chromium)")
-        pytest.skip("no /usr/bin/chromium on this machine")
-    return path
-
-
 @pytest.mark.slow
-def test_report_loads_offline_in_headless_chromium(default_run: Path) -> None:
+def test_report_loads_offline_in_headless_chromium(default_run: Path, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     errors, requests = [], []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))

@@ -169,7 +169,6 @@ def _lens(ctx: UnitContext) -> pd.DataFrame:
     ids, _ = ctx.windows()
     table = lens.lens_table(ctx.model, ids)
     if ctx.params["tuned_steps"] > 0:
-        torch.manual_seed(ctx.seed)
         order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(ctx.seed))
         tuned = lens.train_tuned_lens(ctx.model, ids[order[::2]], steps=ctx.params["tuned_steps"])
         table = pd.concat(
