@@ -68,7 +68,11 @@ def _signal_spec(model: WorkbenchModel) -> CaptureSpec:
     return CaptureSpec(points=routers, stats=["sink_mass", "entropy"])
 
 
-def _token_row(model: WorkbenchModel, step: Step) -> dict[str, Any]:
+def step_signals(model: WorkbenchModel, step: Step) -> dict[str, Any]:
+    """One generated token and the internal signals at its step: sampling and model entropy, sink mass and
+    attention entropy (means over layers and heads), routing entropy (mean over MoE layers; NaN for dense
+    models) and the last block's residual norm."""
+
     def mean_of(suffix: str) -> float:
         values = [v.float().mean() for k, v in step.values.items() if k.endswith(suffix)]
         return float(torch.stack(values).mean()) if values else float("nan")
@@ -120,7 +124,7 @@ def decoding_sweep(
         decoding = {k: setting.get(k, BASE_SETTING[k]) for k in PARAMETERS}
         keys = {"setting": index, "sweep": setting.get("sweep", ""), **decoding, "prompt": p, "sample": n}
         steps = list(stream_generate(model, prompts[p], spec, seed=seed + n, **decoding))
-        rows = [{**keys, **_token_row(model, step)} for step in steps]
+        rows = [{**keys, **step_signals(model, step)} for step in steps]
         ids = [step.token_id for step in steps]
         token_rows += rows
         run_rows.append(

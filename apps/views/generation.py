@@ -4,37 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from apps import cache
-from probes.moe import routing_entropy
+from probes.decoding import step_signals
 from workbench.capture import CaptureSpec
 from workbench.capture.generate import stream_generate
 
 TITLE = "Live generation"
-
-
-def step_row(model: object, step: object) -> dict[str, object]:
-    """One generated token's signals: sampling entropy, mean sink mass and attention entropy, last-block
-    residual norm and mean routing entropy (MoE)."""
-    values = step.values
-    routers = [v for k, v in values.items() if k.endswith("hook_router_logits")]
-    convention = model.adapter.router_convention
-    return {
-        "step": step.index,
-        "token": step.token,
-        "entropy": step.logit_entropy,
-        "sink_mass": float(
-            torch.stack([v.mean() for k, v in values.items() if k.endswith("stat_sink_mass")]).mean()
-        ),
-        "attention_entropy": float(
-            torch.stack([v.mean() for k, v in values.items() if k.endswith("stat_entropy")]).mean()
-        ),
-        "resid_norm": step.resid_norms[-1],
-        "routing_entropy": float(routing_entropy(torch.stack(routers), convention.scoring).mean())
-        if routers
-        else None,
-    }
 
 
 def render(source: str, prompt: str) -> None:
@@ -55,9 +31,9 @@ def render(source: str, prompt: str) -> None:
     for step in stream_generate(
         model, prompt, spec, max_new_tokens=tokens, temperature=temperature, seed=int(seed)
     ):
-        rows.append(step_row(model, step))
+        rows.append(step_signals(model, step))
         frame = pd.DataFrame(rows)
         text.text(prompt + "".join(frame.token))
         table.dataframe(frame, hide_index=True)
-        chart.line_chart(frame.set_index("step")[["entropy", "sink_mass", "attention_entropy"]])
+        chart.line_chart(frame.set_index("step")[["sampling_entropy", "sink_mass", "attention_entropy"]])
     st.session_state["gen_rows"] = rows

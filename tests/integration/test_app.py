@@ -132,7 +132,7 @@ def test_live_generation_streams_the_generation_capture() -> None:
     model = workbench.load("tiny-moe")
     steps = list(stream_generate(model, PROMPT, max_new_tokens=5, temperature=0.7, seed=0))
     assert shown.token.tolist() == [s.token for s in steps]
-    assert shown.entropy.tolist() == pytest.approx([s.logit_entropy for s in steps], rel=1e-5)
+    assert shown.sampling_entropy.tolist() == pytest.approx([s.logit_entropy for s in steps], rel=1e-5)
 
 
 def test_battery_browser_shows_the_run_summary(tmp_path: Path) -> None:
@@ -152,10 +152,10 @@ def test_battery_browser_shows_the_run_summary(tmp_path: Path) -> None:
     )
     app.text_input(key="battery_compare").set_value(str(run)).run()
     assert not app.exception and set(app.dataframe[0].value.model) == {
-        "0:planted-sink",
-        "0:tiny-llama",
-        "1:planted-sink",
-        "1:tiny-llama",
+        "A:planted-sink",
+        "A:tiny-llama",
+        "B:planted-sink",
+        "B:tiny-llama",
     }
 
 

@@ -119,37 +119,53 @@ def write_report(run: str | Path) -> Path:
     return run / "report.html"
 
 
+def combined_tables(runs: list[Path]) -> tuple[list[str], dict, dict[str, pd.DataFrame]]:
+    """The probes every run has, each as one table; with several runs the model labels are prefixed by the
+    run's name (``A:`` / ``B:`` ... when the names clash). Returns the labels, the first manifest and the
+    tables by probe label."""
+    manifests = [read_manifest(r) for r in runs]
+    labels = [m["name"] for m in manifests]
+    if len(set(labels)) < len(labels):
+        labels = [chr(ord("A") + i) for i in range(len(runs))]
+    tables = [run_tables(r) for r in runs]
+    common = [n for n in tables[0] if all(n in t for t in tables)]
+    if not common:
+        raise InputError(f"{', '.join(map(str, runs))} share no probe")
+    if len(runs) == 1:
+        return labels, manifests[0], {n: tables[0][n] for n in common}
+    return (
+        labels,
+        manifests[0],
+        {
+            name: pd.concat(
+                [
+                    t[name].assign(model=f"{label}:" + t[name].model)
+                    for t, label in zip(tables, labels, strict=True)
+                ],
+                ignore_index=True,
+            )
+            for name in common
+        },
+    )
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
     """Side-by-side report of two runs: every probe both ran, with the model labels prefixed by the run's
     name (``A:tiny-llama`` ...), as ``compare.html`` and ``compare.md`` in ``out``; return the HTML path."""
     runs = [Path(run_a), Path(run_b)]
-    manifests = [read_manifest(r) for r in runs]
-    labels = [m["name"] for m in manifests]
-    if labels[0] == labels[1]:
-        labels = ["A", "B"]
-    tables = [run_tables(r) for r in runs]
-    common = [n for n in tables[0] if n in tables[1]]
-    if not common:
-        raise InputError(f"{runs[0]} and {runs[1]} share no probe")
+    labels, manifest, tables = combined_tables(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections, lines = [], [f"# Comparison: {labels[0]} vs {labels[1]}", ""]
-    for name in common:
-        probe = probe_of(manifests[0], name)
-        both = pd.concat(
-            [
-                t[name].assign(model=f"{label}:" + t[name].model)
-                for t, label in zip(tables, labels, strict=True)
-            ]
-        )
-        sections.append(_section(name, probe, both.reset_index(drop=True)))
+    for name, both in tables.items():
+        probe = probe_of(manifest, name)
+        sections.append(_section(name, probe, both))
         lines += [f"## {name}", "", markdown_table(summary_table(probe, both), digits=4), ""]
     described = [
         f"{html.escape(str(r))} ({html.escape(label)})" for r, label in zip(runs, labels, strict=True)
     ]
     intro = f"<p>{described[0]} vs {described[1]}</p>"
-    (out / "compare.html").write_text(
-        _page(f"Comparison: {labels[0]} vs {labels[1]}", intro, sections, common), encoding="utf-8"
-    )
+    title = f"Comparison: {labels[0]} vs {labels[1]}"
+    (out / "compare.html").write_text(_page(title, intro, sections, list(tables)), encoding="utf-8")
     (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
     return out / "compare.html"
