@@ -1,8 +1,8 @@
 """Semantic compression depth: intrinsic dimension, effective rank, entropy, CKA and anisotropy.
 
 Definitions follow ``shared/PROBES.md`` ("Semantic compression depth"). Inputs are point clouds [N, D]
-(token or prompt representations of one layer); distances are computed in row chunks with torch, so the
-functions run on CPU or GPU and never hold more than ``chunk x N`` distances.
+(token or prompt representations of one layer); nearest-neighbour distances come from
+:mod:`probes.neighbours` (exact, tiled, CPU or GPU).
 """
 
 from __future__ import annotations
@@ -11,29 +11,7 @@ import math
 
 import torch
 
-
-def knn_distances(points: torch.Tensor, k: int, chunk: int = 512) -> torch.Tensor:
-    """Distances to the ``k`` nearest neighbours of every point (self excluded), ascending. [N, k]
-
-    Brute force in fp32 row chunks: ``|x_i - x_j|^2 = n_i + n_j - 2 x_i . x_j`` as one ``addmm`` per chunk
-    on centred points (centring leaves distances unchanged and shrinks the cancellation error).
-    """
-    points = points.float()
-    points = points - points.mean(dim=0)
-    norms = (points * points).sum(dim=1)
-    out = []
-    for start in range(0, points.shape[0], chunk):
-        stop = min(start + chunk, points.shape[0])
-        block = torch.addmm(norms[None, :] + norms[start:stop, None], points[start:stop], points.T, alpha=-2)
-        block[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")
-        out.append(block.topk(k, dim=-1, largest=False).values)
-    return torch.cat(out).clamp_min(0).sqrt()
-
-
-def distinct(points: torch.Tensor) -> torch.Tensor:
-    """Points with exact duplicates removed (a zero nearest-neighbour distance breaks the ratio estimators;
-    DADApy removes identical points too). Token representations repeat: the first token of every prompt."""
-    return torch.unique(points.float(), dim=0)
+from probes.neighbours import knn_distances
 
 
 def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbiased: bool = True) -> float:
@@ -42,9 +20,9 @@ def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbi
     ``mu_i = r2 / r1``. ``lsq``: with the ratios sorted and ``F_i = i / N``, fit ``-log(1 - F) = d log mu``
     through the origin on the smallest ``fraction`` of them (0.9 as DADApy; Valeriani et al. use 0.98).
     ``mle``: ``d = (N - 1) / sum log mu`` (``unbiased=False``: ``N / sum log mu``, the plain maximum
-    likelihood, which GRIDE(1, 2) equals). Duplicate points are removed first (:func:`distinct`).
+    likelihood, which GRIDE(1, 2) equals). Duplicate points are removed first (``drop_duplicates``).
     """
-    r = knn_distances(distinct(points), 2).double()
+    r = knn_distances(points, 2, drop_duplicates=True).double()
     mu = r[:, 1] / r[:, 0]
     mu = mu[torch.isfinite(mu)].sort().values  # near-duplicates can round to a zero distance
     n = mu.shape[0]
@@ -64,7 +42,7 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     the log-likelihood is maximised over ``d`` by golden-section search. GRIDE(1, 2) is ``N / sum log mu``.
     """
     n2 = 2 * n1 if n2 is None else n2
-    r = knn_distances(distinct(points), n2).double()
+    r = knn_distances(points, n2, drop_duplicates=True).double()
     log_mu = (r[:, n2 - 1] / r[:, n1 - 1]).log()
     log_mu = log_mu[torch.isfinite(log_mu)]  # near-duplicates can round to a zero distance
     if n2 - n1 == 1 and n1 == 1:
