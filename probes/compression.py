@@ -15,14 +15,22 @@ from probes.neighbours import knn_distances
 
 
 def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbiased: bool = True) -> float:
-    """TwoNN intrinsic dimension (Facco et al. 2017).
+    """TwoNN intrinsic dimension (Facco et al. 2017) of a point cloud [N, D]; duplicate points are removed
+    first. See :func:`twonn_from_distances`."""
+    return twonn_from_distances(knn_distances(points, 2, drop_duplicates=True), fraction, method, unbiased)
+
+
+def twonn_from_distances(
+    distances: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbiased: bool = True
+) -> float:
+    """TwoNN intrinsic dimension (Facco et al. 2017) from ascending neighbour distances [N, k >= 2].
 
     ``mu_i = r2 / r1``. ``lsq``: with the ratios sorted and ``F_i = i / N``, fit ``-log(1 - F) = d log mu``
     through the origin on the smallest ``fraction`` of them (0.9 as DADApy; Valeriani et al. use 0.98).
     ``mle``: ``d = (N - 1) / sum log mu`` (``unbiased=False``: ``N / sum log mu``, the plain maximum
-    likelihood, which GRIDE(1, 2) equals). Duplicate points are removed first (``drop_duplicates``).
+    likelihood, which GRIDE(1, 2) equals).
     """
-    r = knn_distances(points, 2, drop_duplicates=True).double()
+    r = distances.double()
     mu = r[:, 1] / r[:, 0]
     mu = mu[torch.isfinite(mu)].sort().values  # near-duplicates can round to a zero distance
     n = mu.shape[0]
@@ -35,14 +43,21 @@ def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbi
 
 
 def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
+    """GRIDE (Denti et al. 2022) of a point cloud [N, D]; duplicate points are removed first. See
+    :func:`gride_from_distances`."""
+    n2 = 2 * n1 if n2 is None else n2
+    return gride_from_distances(knn_distances(points, n2, drop_duplicates=True), n1, n2)
+
+
+def gride_from_distances(distances: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     """GRIDE (Denti et al. 2022): maximum-likelihood ID from ratios of the ``n2``-th to the ``n1``-th
-    neighbour distance (``n2 = 2 n1`` by default).
+    neighbour distance (``n2 = 2 n1`` by default), given ascending neighbour distances [N, k >= n2].
 
     ``mu = r_{n2} / r_{n1}`` has density ``d (mu^d - 1)^{n2-n1-1} / (B(n2-n1, n1) mu^{(n2-1) d + 1})``;
     the log-likelihood is maximised over ``d`` by golden-section search. GRIDE(1, 2) is ``N / sum log mu``.
     """
     n2 = 2 * n1 if n2 is None else n2
-    r = knn_distances(points, n2, drop_duplicates=True).double()
+    r = distances.double()
     log_mu = (r[:, n2 - 1] / r[:, n1 - 1]).log()
     log_mu = log_mu[torch.isfinite(log_mu)]  # near-duplicates can round to a zero distance
     if n2 - n1 == 1 and n1 == 1:
@@ -68,11 +83,14 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
 
 def gride_scales(points: torch.Tensor, max_n1: int = 16) -> dict[int, float]:
     """GRIDE at ``n1 = 1, 2, 4, ...`` (the multiscale ID curve)."""
-    scales, n1 = {}, 1
+    scales, n1 = [], 1
     while n1 <= max_n1 and 2 * n1 < points.shape[0]:
-        scales[n1] = gride(points, n1)
+        scales.append(n1)
         n1 *= 2
-    return scales
+    if not scales:
+        return {}
+    distances = knn_distances(points, 2 * scales[-1], drop_duplicates=True)  # one search for every scale
+    return {n1: gride_from_distances(distances, n1) for n1 in scales}
 
 
 def effective_rank(matrix: torch.Tensor) -> float:
@@ -213,14 +231,16 @@ def compression_profile(
             points = points[
                 torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
             ]
+        with_gride = points.shape[0] > 8
+        distances = knn_distances(points, 4 if with_gride else 2, drop_duplicates=True)  # one search
         rows.append(
             {
                 "layer": layer,
                 "pooling": pooling,
                 "points": points.shape[0],
-                "twonn_90": twonn(points, 0.9),
-                "twonn_98": twonn(points, 0.98),
-                "gride_2_4": gride(points, 2) if points.shape[0] > 8 else float("nan"),
+                "twonn_90": twonn_from_distances(distances, 0.9),
+                "twonn_98": twonn_from_distances(distances, 0.98),
+                "gride_2_4": gride_from_distances(distances, 2) if with_gride else float("nan"),
                 "effective_rank": effective_rank(points),
                 "anisotropy": anisotropy(points),
                 "max_explained_variance": max_explained_variance(points),
