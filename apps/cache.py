@@ -19,6 +19,16 @@ def model(source: str) -> workbench.WorkbenchModel:
     return workbench.load(source)
 
 
+def causal_model(source: str, what: str) -> workbench.WorkbenchModel | None:
+    """The cached model of a view that needs a causal model, or None after saying so, naming ``what`` the
+    encoder lacks (views return on None)."""
+    loaded = model(source)
+    if not loaded.adapter.causal:
+        st.info(f"{source} is an encoder: it has no {what}.")
+        return None
+    return loaded
+
+
 @st.cache_data(show_spinner="capturing", max_entries=16)
 def activity(source: str, prompt: str) -> data.LayerActivity:
     return data.layer_activity(model(source), prompt)

@@ -14,9 +14,8 @@ TITLE = "Live generation"
 
 
 def render(source: str, prompt: str) -> None:
-    model = cache.model(source)
-    if not model.adapter.causal:
-        st.info(f"{source} is an encoder; generation needs a causal model.")
+    model = cache.causal_model(source, "autoregressive generation")
+    if model is None:
         return
     left, middle, right = st.columns(3)
     tokens = left.slider("New tokens", 1, 64, 16, key="gen_tokens")

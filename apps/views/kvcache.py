@@ -13,9 +13,8 @@ TITLE = "KV cache"
 
 
 def render(source: str, prompt: str) -> None:
-    model = cache.model(source)
-    if not model.adapter.causal:
-        st.info(f"{source} is an encoder: it keeps no KV cache.")
+    model = cache.causal_model(source, "KV cache")
+    if model is None:
         return
     per_token = workbench.card(model).get("kv_bytes_per_token")
     tokens = len(cache.activity(source, prompt).tokens)

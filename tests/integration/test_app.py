@@ -42,6 +42,15 @@ def test_card_view_shows_the_card() -> None:
     assert shown.loc["layers", "value"] == str(workbench.card(workbench.load("minilm")).get("layers"))
 
 
+@pytest.mark.parametrize(
+    ("view", "missing"), [("KV cache", "KV cache"), ("Live generation", "autoregressive generation")]
+)
+def test_causal_only_views_explain_an_encoder(view: str, missing: str) -> None:
+    app = _app(view, model="minilm")
+    assert [i.value for i in app.info] == [f"minilm is an encoder: it has no {missing}."]
+    assert not app.button and not app.slider
+
+
 def test_bad_model_and_empty_prompt_show_one_error() -> None:
     app = _app("Model card", model="/no/such/dir")
     assert len(app.error) == 1 and "/no/such/dir" in app.error[0].value
