@@ -27,12 +27,12 @@ def twonn_from_distances(
 
     ``mu_i = r2 / r1``. ``lsq``: with the ratios sorted and ``F_i = i / N``, fit ``-log(1 - F) = d log mu``
     through the origin on the smallest ``fraction`` of them (0.9 as DADApy; Valeriani et al. use 0.98).
-    ``mle``: ``d = (N - 1) / sum log mu`` (``unbiased=False``: ``N / sum log mu``, the plain maximum
-    likelihood, which GRIDE(1, 2) equals).
+    ``mle``: ``d = (N - 1) / sum log mu`` as DADApy, which GRIDE(1, 2) equals when its ratio filter keeps
+    every point (``unbiased=False``: ``N / sum log mu``, the plain maximum likelihood).
     """
     r = distances.double()
     mu = r[:, 1] / r[:, 0]
-    mu = mu[torch.isfinite(mu)].sort().values  # near-duplicates can round to a zero distance
+    mu = mu[torch.isfinite(mu)].sort().values  # a zero distance (duplicates left in) has no ratio
     n = mu.shape[0]
     if method == "mle":
         return float(((n - 1) if unbiased else n) / mu.log().sum())
@@ -49,48 +49,87 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     return gride_from_distances(knn_distances(points, n2, drop_duplicates=True), n1, n2)
 
 
+def _gride_ratios(distances: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """``mu = r_{n2} / r_{n1}`` as DADApy's ``_filter_mus`` keeps them: ratios equal to 1 (ties) nudged to
+    ``1 + 10 eps``, ratios above ``q50 + 20 (q95 - q50)`` (overlapping points) dropped. [N']"""
+    r = distances.double()
+    mu = r[:, n2 - 1] / r[:, n1 - 1]
+    mu = mu[torch.isfinite(mu)]  # a zero distance (duplicates left in) carries no ratio
+    mu = torch.where(mu == 1, mu + 10 * torch.finfo(torch.float64).eps, mu)
+    q95, q50 = torch.quantile(mu, torch.tensor([0.95, 0.5], dtype=torch.float64)).tolist()
+    return mu[mu < q50 + 20 * (q95 - q50)]
+
+
 def gride_from_distances(distances: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     """GRIDE (Denti et al. 2022): maximum-likelihood ID from ratios of the ``n2``-th to the ``n1``-th
     neighbour distance (``n2 = 2 n1`` by default), given ascending neighbour distances [N, k >= n2].
 
-    ``mu = r_{n2} / r_{n1}`` has density ``d (mu^d - 1)^{n2-n1-1} / (B(n2-n1, n1) mu^{(n2-1) d + 1})``;
-    the log-likelihood is maximised over ``d`` by golden-section search. GRIDE(1, 2) is ``N / sum log mu``.
+    ``mu = r_{n2} / r_{n1}`` has density ``d (mu^d - 1)^{n2-n1-1} / (B(n2-n1, n1) mu^{(n2-1) d + 1})``
+    (Denti et al. 2022, the density of the ratio of neighbour distances). As DADApy (``_argmax_loglik``), the ratios are filtered
+    (:func:`_gride_ratios`) and the likelihood carries ``(N - 1) log d``: ``d`` is the root of
+    ``sum_i ((n1 - n2 + 1) / (1 - mu_i^-d) + n2 - 1) log mu_i = (N - 1) / d``, found by bisection on
+    [1e-3, 1e3] to 1e-7. GRIDE(1, 2) is ``(N - 1) / sum log mu``, the TwoNN MLE.
     """
     n2 = 2 * n1 if n2 is None else n2
-    r = distances.double()
-    log_mu = (r[:, n2 - 1] / r[:, n1 - 1]).log()
-    log_mu = log_mu[torch.isfinite(log_mu)]  # near-duplicates can round to a zero distance
-    if n2 - n1 == 1 and n1 == 1:
-        return float(log_mu.numel() / log_mu.sum())
-    log_mu = log_mu[log_mu > 0]  # ties (r_n2 = r_n1) carry no information about d
+    mu = _gride_ratios(distances, n1, n2)
+    log_mu, n = mu.log(), mu.numel()
+    if n2 - n1 == 1:  # the slope is linear in 1 / d
+        return float((n - 1) / ((n2 - 1) * log_mu.sum()))
 
-    def loglik(d: float) -> float:
-        x = d * log_mu
-        log_expm1 = x + torch.log1p(-torch.exp(-x))  # log(exp(x) - 1) without overflow
-        terms = math.log(d) + (n2 - n1 - 1) * log_expm1 - ((n2 - 1) * d + 1) * log_mu
-        return float(terms.sum())
+    def slope(d: float) -> float:  # DADApy's _neg_dloglik_did, regularised the same way
+        one_minus = (1 - mu ** (-d)).clamp_min(2e-7)
+        return float((((1 - n2 + n1) / one_minus + n2 - 1) * log_mu).sum() - (n - 1) / d)
 
     low, high = 1e-3, 1e3
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(200):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        if loglik(a) < loglik(b):
-            low = a
+    at_high = slope(high)
+    while high - low > 1e-7:
+        middle = (low + high) / 2
+        if slope(middle) * at_high > 0:
+            high = middle
         else:
-            high = b
+            low = middle
     return (low + high) / 2
 
 
-def gride_scales(points: torch.Tensor, max_n1: int = 16) -> dict[int, float]:
-    """GRIDE at ``n1 = 1, 2, 4, ...`` (the multiscale ID curve)."""
+def _gride_error(distances: torch.Tensor, d: float, n1: int, n2: int) -> float:
+    """DADApy's error of a GRIDE estimate: ``1 / sqrt(I(d))`` with the Fisher information ``N / d^2 +
+    sum (n2 - n1 - 1) (log mu / (1 - mu^-d))^2 mu^-d`` (``_fisher_info_scaling``) on all ratios."""
+    r = distances.double()
+    mu = r[:, n2 - 1] / r[:, n1 - 1]
+    mu = mu[torch.isfinite(mu)]
+    one_minus = (1 - mu ** (-d)).clamp_min(5 * torch.finfo(torch.float64).eps)
+    info = mu.numel() / d**2 + ((n2 - n1 - 1) * (mu.log() / one_minus).square() * mu ** (-d)).sum()
+    return float(info**-0.5)
+
+
+def gride_scales(points: torch.Tensor, max_n1: int = 16) -> list[dict[str, float]]:
+    """The multiscale GRIDE curve as DADApy's ``return_id_scaling_gride``: GRIDE(n1, 2 n1) at ``n1 = 1, 2,
+    4, ...`` up to ``max_n1`` (and ``2 n1 < N``), one neighbour search for all of them.
+
+    Returns:
+        One row per scale: ``n1``, ``n2``, ``id``, ``id_err`` (:func:`_gride_error`) and ``scale``, the mean
+        of the ``n1``-th and ``n2``-th neighbour distances.
+    """
     scales, n1 = [], 1
     while n1 <= max_n1 and 2 * n1 < points.shape[0]:
         scales.append(n1)
         n1 *= 2
     if not scales:
-        return {}
+        return []
     distances = knn_distances(points, 2 * scales[-1], drop_duplicates=True)  # one search for every scale
-    return {n1: gride_from_distances(distances, n1) for n1 in scales}
+    rows = []
+    for n1 in scales:
+        d = gride_from_distances(distances, n1)
+        rows.append(
+            {
+                "n1": n1,
+                "n2": 2 * n1,
+                "id": d,
+                "id_err": _gride_error(distances, d, n1, 2 * n1),
+                "scale": float(distances[:, [n1 - 1, 2 * n1 - 1]].double().mean()),
+            }
+        )
+    return rows
 
 
 def effective_rank(matrix: torch.Tensor) -> float:
@@ -143,18 +182,40 @@ def max_explained_variance(points: torch.Tensor) -> float:
     return float(s[0] / s.sum())
 
 
+def decimation_subsets(n: int, n_min: int = 10, seed: int = 0) -> list[list[torch.Tensor]]:
+    """The subsets of Facco et al. 2017's scale analysis: sizes ``round(N / 2^i)`` for ``i < log2(N) - 1``
+    above ``n_min`` (DADApy's ``return_id_scaling_2NN``), and for each size the ``N // size`` disjoint
+    subsets of one seeded permutation (all N points at the first size)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [round(n / 2**i) for i in range(int(math.log2(n)) - 1)]
+    return [[order[j * size : (j + 1) * size] for j in range(n // size)] for size in sizes if size > n_min]
+
+
 def twonn_decimation(
-    points: torch.Tensor, fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125), seed: int = 0
-) -> dict[int, float]:
-    """TwoNN at decreasing sample sizes (Facco et al. 2017's scale analysis): ``{N: ID}``; a plateau marks
-    the scale where the estimate is trustworthy."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(points.shape[0], generator=generator)
-    return {
-        int(f * len(order)): twonn(points[order[: int(f * len(order))]])
-        for f in fractions
-        if f * len(order) >= 8
-    }
+    points: torch.Tensor, n_min: int = 10, fraction: float = 0.9, seed: int = 0
+) -> list[dict[str, float]]:
+    """TwoNN at decreasing sample sizes (Facco et al. 2017, section "Scale analysis"; DADApy's
+    ``return_id_scaling_2NN``): at each size of :func:`decimation_subsets`, TwoNN on every disjoint subset,
+    averaged. A plateau marks the scale where the estimate is trustworthy.
+
+    Returns:
+        One row per size: ``points``, ``subsets``, ``id`` (the mean), ``id_std`` (their standard deviation)
+        and ``id_err = id_std / sqrt(subsets)``, DADApy's error of the mean.
+    """
+    rows = []
+    for subsets in decimation_subsets(points.shape[0], n_min, seed):
+        ids = torch.tensor([twonn(points[subset], fraction) for subset in subsets], dtype=torch.float64)
+        std = float(ids.std(correction=0))
+        rows.append(
+            {
+                "points": len(subsets[0]),
+                "subsets": len(subsets),
+                "id": float(ids.mean()),
+                "id_std": std,
+                "id_err": std / math.sqrt(len(subsets)),
+            }
+        )
+    return rows
 
 
 def pool(hidden: torch.Tensor, how: str) -> torch.Tensor:
