@@ -2,7 +2,8 @@
 
 Definitions follow ``shared/PROBES.md``, section "MoE expert selection". Inputs are what the router
 returned (``moe.hook_expert_indices`` [tokens, k], ``moe.hook_router_logits`` [tokens, n_experts]); top-k
-is never recomputed here.
+is never recomputed here. The ids are ranked by the router's selection score for every family (column 0 is
+the top-1 choice, also for DeepSeek's unsorted top-k), which the top-1 and adjacency probes rely on.
 """
 
 from __future__ import annotations

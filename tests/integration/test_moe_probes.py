@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
@@ -101,3 +104,92 @@ def test_dropping_the_shared_expert_changes_and_restores(family: str) -> None:
         dropped = model.forward(ids).logits
     assert (dropped - clean).abs().max() > 1e-5
     assert torch.equal(model.forward(ids).logits, clean)
+
+
+WIDE = {"n_routed_experts": 16, "num_experts_per_tok": 4}  # top-4: topk(sorted=False) is really unsorted
+
+
+def _routed(family: str, ids: torch.Tensor, shuffle: bool) -> tuple[workbench.WorkbenchModel, Any, list]:
+    """A capture of the routing points, and what each router handed its experts in a plain HF forward.
+
+    ``shuffle`` permutes the columns of every router's (weights, ids) per token with a random permutation,
+    the same for both tensors: the same routing decision in another column order.
+    """
+    hf = build_tiny(family, **WIDE)
+    generator = torch.Generator().manual_seed(3)
+
+    def permute(module: torch.nn.Module, args: Any, output: tuple) -> tuple:
+        logits, weights, indices = output
+        order = torch.rand(indices.shape, generator=generator).argsort(-1)
+        return logits, weights.gather(-1, order), indices.gather(-1, order)
+
+    routers = [layer.mlp.gate for layer in hf.model.layers[hf.config.first_k_dense_replace :]]
+    handles = [r.register_forward_hook(permute) for r in routers] if shuffle else []
+    raw: list[tuple[torch.Tensor, ...]] = []
+    with torch.no_grad():
+        record = [
+            r.register_forward_hook(lambda m, a, out: raw.append(tuple(t.clone() for t in out)))
+            for r in routers
+        ]
+        hf(input_ids=ids)
+        for handle in record:
+            handle.remove()
+    model = workbench.load(hf)
+    result = capture(model, ids, CaptureSpec(points=ROUTING), progress=False)
+    for handle in handles:
+        handle.remove()
+    return model, result, raw
+
+
+def _probe_values(result: Any, ids: torch.Tensor, layers: list[int]) -> dict[str, Any]:
+    """Every order-reading probe of probes/moe.py on a capture (16 experts, top-4)."""
+    values: dict[str, Any] = {"table": moe.routing_table(result, ids.reshape(-1), 16, 4)}
+    top1 = {}
+    for layer in layers:
+        pre = f"blocks.{layer}.moe."
+        indices = torch.cat(result[pre + "hook_expert_indices"])
+        logits = torch.cat(result[pre + "hook_router_logits"])
+        top1[layer] = indices[:, 0]
+        values[f"{layer}.ids"] = indices
+        values[f"{layer}.weights"] = torch.cat(result[pre + "hook_expert_weights"])
+        values[f"{layer}.switch"] = float(moe.switch_balance_loss(logits, indices, 16))
+        values[f"{layer}.adjacent"] = moe.coactivation(indices, 16, adjacent=True)
+        values[f"{layer}.rep"] = [moe.consecutive_repetition(x) for x in result[pre + "hook_expert_indices"]]
+    values["consistency"] = moe.cross_layer_consistency(top1[layers[0]], top1[layers[1]], 16)
+    return values
+
+
+@pytest.mark.parametrize("family", ["deepseek_v2", "deepseek_v3"])
+def test_order_reading_probes_ignore_the_routers_column_order(family: str) -> None:
+    ids = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
+    model, plain, raw = _routed(family, ids, shuffle=False)
+    _, shuffled, raw_shuffled = _routed(family, ids, shuffle=True)
+    layers = sorted({int(n.split(".")[1]) for n in plain.names if "expert_indices" in n})
+    assert len(layers) == 2
+    for (_, _, a), (_, _, b) in zip(raw, raw_shuffled, strict=True):  # the experts really got other orders
+        assert torch.equal(a.sort(-1).values, b.sort(-1).values) and not torch.equal(a, b)
+    # Ids and what is counted from them are equal; values from logits or weights are equal up to the last
+    # bits, because the experts' sums run in column order and the next layer's input moves by ~1e-9.
+    expected, got = _probe_values(plain, ids, layers), _probe_values(shuffled, ids, layers)
+    pd.testing.assert_frame_equal(got.pop("table"), expected.pop("table"), rtol=1e-5)
+    for key, value in expected.items():
+        if key.endswith((".weights", ".switch")):
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(got[key], value) if isinstance(value, torch.Tensor) else got[key] == value, key
+
+    # rep1 and the Switch loss written out from the router's raw output, by plain loops: each token's
+    # top-1 is the chosen id with the highest selection score (DeepSeek-V3: sigmoid + correction bias)
+    table = moe.routing_table(plain, ids.reshape(-1), 16, 4).set_index("layer")
+    for layer, (logits, _, indices) in zip(layers, raw, strict=True):
+        gate = model.hf.model.layers[layer].mlp.gate
+        scores = (
+            logits.sigmoid() + gate.e_score_correction_bias if family == "deepseek_v3" else logits.softmax(-1)
+        )
+        top1 = [max(row.tolist(), key=lambda e, t=t: float(scores[t, e])) for t, row in enumerate(indices)]
+        per_sequence = [top1[s * 16 : (s + 1) * 16] for s in range(4)]
+        rep1 = sum(sum(a == b for a, b in itertools.pairwise(seq)) / 15 for seq in per_sequence) / 4
+        assert abs(table.loc[layer, "rep1"] - rep1) < 1e-6  # the probe counts in float32
+        probs = logits.softmax(-1).mean(0)
+        switch = 16 * sum(top1.count(e) / len(top1) * float(probs[e]) for e in range(16))
+        assert abs(table.loc[layer, "switch_loss"] - switch) < 1e-5

@@ -34,6 +34,9 @@ class Site:
             (``"attn"`` for query heads); used for ``hook_z``.
         read_only: Replacing the value would not change the computation (e.g. the attention pattern is
             an output of the attention function, not an input to anything).
+        rank_topk: The value is the router's top-k ids or weights and the router returns them unsorted:
+            they are served ranked by its selection score (:meth:`ArchAdapter.topk_order`), and a
+            replacement goes back in the router's own column order.
     """
 
     path: str
@@ -42,6 +45,7 @@ class Site:
     field: str | None = None
     split_heads: bool = False
     read_only: bool = False
+    rank_topk: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class RouterConvention:
         scaling_factor_attr: Config attribute multiplying the applied weights (``routed_scaling_factor``).
         router_bias: The router linear layer has a bias (GPT-OSS).
         output_order: Names of the router module's tuple elements, in order.
+        ranked: The router returns its k ids (and their weights) sorted by selection score, descending
+            (``torch.topk`` with ``sorted=True``). False where it calls ``topk(..., sorted=False)``
+            (DeepSeek-V2/V3): the workbench then ranks them when they are read, so that for every family
+            column 0 of ``moe.hook_expert_indices`` is the top choice.
     """
 
     scoring: Literal["softmax", "sigmoid", "softmax_over_topk"]
@@ -72,10 +80,29 @@ class RouterConvention:
     scaling_factor_attr: str | None = None
     router_bias: bool = False
     output_order: tuple[str, str, str] = ("logits", "weights", "indices")
+    ranked: bool = True
 
     def index_of(self, name: str) -> int:
         """Position of ``name`` (``logits``, ``weights`` or ``indices``) in the router's output tuple."""
         return self.output_order.index(name)
+
+    def selection_scores(self, logits: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The score top-k ranks, per expert [tokens, n_experts], from the router's logits.
+
+        Used only to *order* the ids the router chose, never to choose them. Group limits mask experts
+        out of the choice but do not change the order of those chosen, so they are left out.
+
+        Args:
+            logits: Router logits [tokens, n_experts].
+            bias: The router's ``e_score_correction_bias`` when :attr:`correction_bias`.
+        """
+        logits = logits.float()
+        if self.topk_on == "logits":
+            return logits
+        if self.scoring == "sigmoid":
+            scores = logits.sigmoid()
+            return scores + bias if self.correction_bias and bias is not None else scores
+        return logits.softmax(-1)
 
     def renormalises(self, config: Any) -> bool:
         """Whether the top-k weights are renormalised to sum to one for this config."""
@@ -225,6 +252,25 @@ class ArchAdapter:
         """Learned per-head sink logits that join the attention softmax (None for most families)."""
         return None
 
+    def correction_bias(self, router: nn.Module) -> torch.Tensor | None:
+        """The router's selection-only bias added to its scores before top-k (None for most families)."""
+        return None
+
+    def topk_order(self, router: nn.Module, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Column order [tokens, k] that ranks the ids the router chose by its selection score, descending.
+
+        ``indices.gather(-1, order)`` is the ranked list; ties keep the router's own order.
+
+        Args:
+            router: The router module (holds the correction bias where the family has one).
+            logits: Its logits [tokens, n_experts].
+            indices: The ids it returned [tokens, k].
+        """
+        conv = self.router_convention
+        assert conv is not None
+        scores = conv.selection_scores(logits, self.correction_bias(router)).gather(-1, indices)
+        return scores.argsort(dim=-1, descending=True, stable=True)
+
     def tl_module(self, hf_model: nn.Module) -> tuple[nn.Module, str]:
         """The module and architecture name to hand TransformerLens's bridge (default: the model itself)."""
         return hf_model, type(hf_model).__name__
@@ -259,9 +305,14 @@ class ArchAdapter:
         if self.is_moe_block(block):
             conv = self.router_convention
             assert conv is not None and self.router is not None
+            rank = not conv.ranked
             sites["moe.hook_router_logits"] = Site(self.router, index=conv.index_of("logits"), read_only=True)
-            sites["moe.hook_expert_weights"] = Site(self.router, index=conv.index_of("weights"))
-            sites["moe.hook_expert_indices"] = Site(self.router, index=conv.index_of("indices"))
+            sites["moe.hook_expert_weights"] = Site(
+                self.router, index=conv.index_of("weights"), rank_topk=rank
+            )
+            sites["moe.hook_expert_indices"] = Site(
+                self.router, index=conv.index_of("indices"), rank_topk=rank
+            )
             if self.experts and has_submodule(block, self.experts):
                 sites["moe.hook_routed_out"] = Site(self.experts)
             if self.shared_experts and has_submodule(block, self.shared_experts):

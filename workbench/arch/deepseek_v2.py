@@ -10,8 +10,11 @@ layers`` elements per token.
 
 Router ``mlp.gate`` (``DeepseekV2TopkRouter``) returns ``(logits, weights, indices)``: float32 softmax over
 all experts, top-k on probabilities (``topk_method`` ``greedy`` or ``group_limited_greedy`` over ``n_group``
-groups keeping ``topk_group``), no renormalisation, weights times ``routed_scaling_factor``. Shared experts
-``mlp.shared_experts`` are added unweighted. The first ``first_k_dense_replace`` layers are dense.
+groups keeping ``topk_group``), no renormalisation, weights times ``routed_scaling_factor``. Its top-k is
+``torch.topk(..., sorted=False)``, so the k columns come back in an implementation-defined order (on the
+CPU top-2 comes back sorted, top-4 of 16 does not); ``moe.hook_expert_indices`` / ``hook_expert_weights``
+serve them ranked by probability, descending, permuted alike (``RouterConvention.ranked`` is False). Shared
+experts ``mlp.shared_experts`` are added unweighted. The first ``first_k_dense_replace`` layers are dense.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class DeepseekV2Adapter(ArchAdapter):
         renormalise="never",
         group_limited=True,
         scaling_factor_attr="routed_scaling_factor",
+        ranked=False,
     )
 
     def head_dim(self, config: Any) -> int:

@@ -5,8 +5,8 @@ column and is then dropped, so a head's pattern rows sum to less than one; the m
 ``layer_types`` alternates ``sliding_attention`` and ``full_attention``.
 
 Router ``mlp.router`` (``GptOssTopKRouter``, a linear layer *with bias*) returns ``(logits, weights,
-indices)``: top-k on raw logits, then softmax over the k chosen logits. The MLP block returns
-``(hidden, router_scores)``, so ``hook_mlp_out`` reads element 0.
+indices)``: top-k on raw logits (sorted, descending), then softmax over the k chosen logits. The MLP block
+returns ``(hidden, router_scores)``, so ``hook_mlp_out`` reads element 0.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Granite-MoE: Llama-style attention with muP multipliers and a ``block_sparse_moe`` MoE block.
 
-Router ``block_sparse_moe.router`` (``GraniteMoeTopKRouter``) returns ``(logits, weights, indices)``: top-k
-on raw float32 logits, then softmax over the k chosen. Quirks: ``embedding_multiplier`` scales the
-embeddings, ``residual_multiplier`` scales each branch before the residual add, ``attention_multiplier``
-replaces 1/sqrt(d_head), and the logits are divided by ``logits_scaling``.
+Router ``block_sparse_moe.router`` (``GraniteMoeTopKRouter``) returns ``(logits, weights, indices)``: top-k on
+raw float32 logits (sorted, descending), then softmax over the k chosen. Quirks: ``embedding_multiplier``
+scales the embeddings, ``residual_multiplier`` scales each branch before the residual add,
+``attention_multiplier`` replaces 1/sqrt(d_head), and the logits are divided by ``logits_scaling``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Mixtral: Mistral attention with a sparse MoE MLP in every layer.
 
 Router ``mlp.gate`` (``MixtralTopKRouter``) returns ``(logits, weights, indices)``: softmax over all
-experts in float32, top-k on the probabilities, always renormalised over the k chosen.
+experts in float32, top-k on the probabilities (sorted, descending), always renormalised over the k chosen.
 Experts are fused 3-D weights in ``mlp.experts``; no shared expert.
 """
 

@@ -1,8 +1,8 @@
 """OLMoE: Llama-style attention with q/k RMSNorm over the full projection, a sparse MoE in every layer.
 
 Router ``mlp.gate`` (``OlmoeTopKRouter``) returns ``(logits, weights, indices)``: softmax over all experts,
-top-k on the probabilities, renormalised only when ``config.norm_topk_prob`` (False for the released
-OLMoE-1B-7B). No shared expert.
+top-k on the probabilities (sorted, descending), renormalised only when ``config.norm_topk_prob`` (False for
+the released OLMoE-1B-7B). No shared expert.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Qwen2-MoE: Qwen2 attention (q/k/v biases), routed experts plus one gated shared expert.
 
-Router ``mlp.gate`` (``Qwen2MoeTopKRouter``) returns ``(logits, weights, indices)``: softmax over all
-experts, top-k on probabilities, renormalised when ``config.norm_topk_prob``. The shared expert
-``mlp.shared_expert`` is added after a sigmoid gate ``mlp.shared_expert_gate``; ``moe.hook_shared_out`` is
-the shared expert's output *before* that gate. Layers in ``mlp_only_layers`` or off the
-``decoder_sparse_step`` grid are dense (``mlp.down_proj``).
+Router ``mlp.gate`` (``Qwen2MoeTopKRouter``) returns ``(logits, weights, indices)``: softmax over all experts,
+top-k on probabilities (sorted, descending), renormalised when ``config.norm_topk_prob``. The shared expert
+``mlp.shared_expert`` is added after a sigmoid gate ``mlp.shared_expert_gate``; ``moe.hook_shared_out`` is the
+shared expert's output *before* that gate. Layers in ``mlp_only_layers`` or off the ``decoder_sparse_step``
+grid are dense (``mlp.down_proj``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Qwen3-MoE: per-head q/k RMSNorm before RoPE, routed experts without a shared expert.
 
-Router ``mlp.gate`` (``Qwen3MoeTopKRouter``) returns ``(logits, weights, indices)``: softmax over all
-experts, top-k on probabilities, renormalised when ``config.norm_topk_prob`` (True in the releases).
-Dense layers follow ``mlp_only_layers`` / ``decoder_sparse_step`` as in Qwen2-MoE, whose adapter this
-one extends without the shared expert.
+Router ``mlp.gate`` (``Qwen3MoeTopKRouter``) returns ``(logits, weights, indices)``: softmax over all experts,
+top-k on probabilities (sorted, descending), renormalised when ``config.norm_topk_prob`` (True in the
+releases). Dense layers follow ``mlp_only_layers`` / ``decoder_sparse_step`` as in Qwen2-MoE, whose adapter
+this one extends without the shared expert.
 """
 
 from __future__ import annotations

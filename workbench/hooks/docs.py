@@ -6,7 +6,7 @@ import re
 
 from workbench.arch import ADAPTERS
 from workbench.hooks.points import POINTS
-from workbench.models.backends import _TL_BLOCK, _TL_MODEL
+from workbench.models.backends import tl_maps
 
 _LAYER = re.compile(r"^blocks\.\d+\.")
 
@@ -26,9 +26,8 @@ def _family_points() -> tuple[dict[str, set[str]], set[str]]:
 
 
 def _backends(template: str, taps: set[str]) -> str:
-    suffix = template.removeprefix("blocks.{L}.")
-    tl = suffix in _TL_BLOCK or template in _TL_MODEL or suffix in ("attn.hook_q", "attn.hook_k")
-    return ", ".join(b for b, ok in (("hf", True), ("tl", tl), ("nnsight", template not in taps)) if ok)
+    served = (("hf", True), ("tl", tl_maps(template)), ("nnsight", template not in taps))
+    return ", ".join(b for b, ok in served if ok)
 
 
 def render() -> str:
@@ -44,6 +43,8 @@ def render() -> str:
         "Names follow TransformerLens (`blocks.{L}.hook_resid_pre` ...); `moe.*` and `kv.*` are the",
         "workbench's additions. A hook function `fn(tensor, name)` returning a tensor replaces the value,",
         "except on read-only points. `tokens` is `batch x pos` flattened row-major, as routers see them.",
+        "`tl` serves a point where the family's TransformerBridge has its hook (DeepSeek's bridge hooks the",
+        "router logits but not the expert ids and weights); any other point raises `HookPointError`.",
         "",
         "| point | shape | meaning | backends |",
         "|---|---|---|---|",

@@ -2,6 +2,8 @@
 
 A hook function has the TransformerLens signature ``fn(tensor, name) -> tensor | None``: returning a
 tensor replaces the value downstream (refused for read-only points), returning ``None`` only reads.
+The top-k ids and weights of a router that returns them unsorted are served ranked
+(:mod:`workbench.hooks.topk`); both points of one router share one hook, so they share one column order.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from workbench.arch.base import ArchAdapter, Site
 from workbench.errors import HookPointError
 from workbench.hooks.attention_tap import TapFn, tap
 from workbench.hooks.points import ResolvedPoint
+from workbench.hooks.topk import rank, router_order, unrank
 
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+Call = Callable[[torch.Tensor], torch.Tensor | None]  # a hook function bound to its point's name
 
 
-def _guard(name: str, site: Site, fn: HookFn) -> Callable[[torch.Tensor], torch.Tensor | None]:
+def _guard(name: str, site: Site, fn: HookFn) -> Call:
     """Bind the name and refuse replacements of read-only points."""
 
     def call(value: torch.Tensor) -> torch.Tensor | None:
@@ -71,6 +75,23 @@ def _input_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site,
     return hook
 
 
+def _topk_hook(entries: list[tuple[Site, Call]], adapter: ArchAdapter) -> Callable:
+    """One router's ``rank_topk`` points: served ranked, replacements put back in the router's order."""
+
+    def hook(module: nn.Module, args: Any, output: tuple) -> tuple | None:
+        order = router_order(adapter, module, output)
+        current = list(output)
+        replaced = False
+        for site, call in entries:
+            assert site.index is not None
+            out = call(rank(current[site.index], order))
+            if out is not None:
+                current[site.index], replaced = unrank(out, order), True
+        return tuple(current) if replaced else None
+
+    return hook
+
+
 @contextmanager
 def attach(
     points: dict[str, ResolvedPoint], fns: dict[str, HookFn], adapter: ArchAdapter, n_heads: int
@@ -90,6 +111,7 @@ def attach(
     if unknown:
         raise HookPointError(f"not a hook point of this model: {', '.join(unknown[:5])}")
     taps: dict[int, tuple[nn.Module, dict[str, list[TapFn]]]] = {}
+    routers: dict[int, tuple[nn.Module, list[tuple[Site, Call]]]] = {}
     with ExitStack() as stack:
         for name, fn in fns.items():
             point = points[name]
@@ -99,6 +121,8 @@ def attach(
                 assert point.attn_module is not None and site.field is not None
                 entry = taps.setdefault(id(point.attn_module), (point.attn_module, defaultdict(list)))
                 entry[1][site.field].append(call)
+            elif site.rank_topk:
+                routers.setdefault(id(point.module), (point.module, []))[1].append((site, call))
             elif site.kind == "output":
                 handle = point.module.register_forward_hook(_output_hook(call, site, n_heads))
                 stack.callback(handle.remove)
@@ -107,6 +131,8 @@ def attach(
                     _input_hook(call, site, n_heads), with_kwargs=True
                 )
                 stack.callback(handle.remove)
+        for module, entries in routers.values():
+            stack.callback(module.register_forward_hook(_topk_hook(entries, adapter)).remove)
         for module, callbacks in taps.values():
             stack.enter_context(tap(module, dict(callbacks), adapter.eager_attention(module)))
         yield

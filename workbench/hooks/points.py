@@ -75,12 +75,14 @@ POINTS: tuple[PointDoc, ...] = (
     PointDoc(
         "blocks.{L}.moe.hook_expert_indices",
         "[tokens, k]",
-        "Expert ids the router selected (its own output, never recomputed).",
+        "Expert ids the router selected (its own output, never recomputed), ranked by selection score, "
+        "descending: column 0 is the top choice (DeepSeek's unsorted top-k is ranked when read).",
     ),
     PointDoc(
         "blocks.{L}.moe.hook_expert_weights",
         "[tokens, k]",
-        "Weights the family applies to the selected experts (after its renormalisation and scaling).",
+        "Weights the family applies to the selected experts (after its renormalisation and scaling), in the "
+        "order of hook_expert_indices.",
     ),
     PointDoc(
         "blocks.{L}.moe.hook_routed_out",

@@ -1,7 +1,9 @@
 """Editing MoE routing through what the router returned: mask experts, force experts, or any rewrite.
 
 The router module's own output tuple is rewritten (its logits are left as they are), so the experts
-really run with the edited ids and weights. Masking zeroes the masked experts' weights and renormalises
+really run with the edited ids and weights. The edit sees the ids and weights ranked by selection score as
+``moe.hook_expert_indices`` serves them (column 0 is the top choice for every family) and its result goes
+back in the router's own column order. Masking zeroes the masked experts' weights and renormalises
 the rest when the family's weights sum to one (softmax over the top-k, or renormalisation on); forcing
 selects the given experts for every token and weights them by the family's own scoring of their logits.
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from workbench.hooks.topk import rank, router_order, unrank
 from workbench.models.model import WorkbenchModel
 
 RouteFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -21,7 +24,11 @@ RouteFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.
 
 @contextmanager
 def reroute(model: WorkbenchModel, fn: RouteFn, layers: list[int] | None = None) -> Iterator[None]:
-    """Rewrite router decisions: ``fn(layer, logits, weights, indices) -> (weights, indices)``."""
+    """Rewrite router decisions: ``fn(layer, logits, weights, indices) -> (weights, indices)``.
+
+    ``weights`` and ``indices`` [tokens, k] arrive ranked by the router's selection score, descending;
+    ``fn`` returns the same shapes.
+    """
     adapter = model.adapter
     conv = adapter.router_convention
     if conv is None or adapter.router is None:
@@ -33,10 +40,11 @@ def reroute(model: WorkbenchModel, fn: RouteFn, layers: list[int] | None = None)
                 continue
 
             def hook(module: Any, args: Any, output: tuple, layer: int = layer) -> tuple:
+                ranking = router_order(adapter, module, output)
                 logits, weights, indices = (output[i] for i in order)
-                weights, indices = fn(layer, logits, weights, indices)
+                weights, indices = fn(layer, logits, rank(weights, ranking), rank(indices, ranking))
                 out = list(output)
-                out[order[1]], out[order[2]] = weights, indices
+                out[order[1]], out[order[2]] = unrank(weights, ranking), unrank(indices, ranking)
                 return tuple(out)
 
             stack.callback(block.get_submodule(adapter.router).register_forward_hook(hook).remove)

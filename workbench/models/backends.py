@@ -4,28 +4,31 @@ The HF path (plain forward hooks) is the reference; these backends read the *sam
 the neighbouring libraries so results can be cross-checked and users can stay in the tool they know.
 
 - ``tl``: the bridge's TransformerLens names (``attn.hook_rot_q`` for post-RoPE queries, ``mlp.gate.hook_out``
-  for router logits ...) mapped to the canonical vocabulary, layouts converted where they differ.
+  for router logits, ``mlp.shared_expert(s).hook_out`` for shared experts ...) mapped to the canonical
+  vocabulary, layouts converted where they differ. A point whose bridge hook the bridge of this family
+  lacks (e.g. DeepSeek's expert ids and weights) raises ``HookPointError``.
 - ``nnsight``: module inputs and outputs read with ``.input`` / ``.output`` inside one trace, requested in
   the order the modules run (nnsight refuses out-of-order reads). Attention-function taps (q, k, v,
   scores, KV) are not module boundaries, so nnsight does not serve them.
+
+Both rank the top-k of routers that return it unsorted as the HF path does (:mod:`workbench.hooks.topk`),
+reading the router's logits and ids alongside.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench.errors import HookPointError, WorkbenchError
+from workbench.hooks.topk import rank
 
 if TYPE_CHECKING:
     from workbench.models.model import WorkbenchModel
 
-Convert = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
-
-# canonical block suffix -> (bridge suffix, conversion); RoPE families read post-rotary q/k
+# canonical block suffix -> bridge suffix; RoPE families read post-rotary q/k (MLA: see _tl_suffix)
 _TL_BLOCK: dict[str, str] = {
     "hook_resid_pre": "hook_resid_pre",
     "hook_resid_mid": "hook_resid_mid",
@@ -46,22 +49,64 @@ _TL_MODEL: dict[str, str] = {
     "hook_pos_embed": "hook_pos_embed",
     "ln_final.hook_normalized": "ln_final.hook_out",
 }
+_TL_DERIVED = ("attn.hook_q", "attn.hook_k", "moe.hook_shared_out")  # named by _tl_suffix per family
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
-def _tl_name(model: WorkbenchModel, name: str) -> str:
-    match = _BLOCK.match(name)
-    if match is None:
-        if name in _TL_MODEL:
-            return _TL_MODEL[name]
-        raise HookPointError(f"{name} is not served by the TransformerBridge backend")
-    layer, suffix = match.groups()
+def tl_maps(template: str) -> bool:
+    """Whether the bridge backend maps a point template (a family's bridge may still lack the hook)."""
+    suffix = template.removeprefix("blocks.{L}.")
+    return suffix in _TL_BLOCK or suffix in _TL_DERIVED or template in _TL_MODEL
+
+
+def _is_mla(model: WorkbenchModel) -> bool:
+    return model.adapter.family != "generic" and model.adapter.kv_layout(model.config) == "MLA"
+
+
+def _tl_suffix(model: WorkbenchModel, suffix: str) -> str | None:
+    """The bridge's name for a canonical block suffix (None: no bridge counterpart)."""
+    if suffix in ("attn.hook_q", "attn.hook_k") and _is_mla(model):
+        return suffix  # the MLA bridge's hook_rot_q / hook_rot_k hold only the RoPE slice
     if suffix in ("attn.hook_q", "attn.hook_k"):
         rotary = "hook_rot_" if model.adapter.positional == "rope" else "hook_"
-        return f"blocks.{layer}.attn.{rotary}{suffix[-1]}"
-    if suffix not in _TL_BLOCK:
-        raise HookPointError(f"{name} is not served by the TransformerBridge backend (use backend='hf')")
-    return f"blocks.{layer}.{_TL_BLOCK[suffix]}"
+        return f"attn.{rotary}{suffix[-1]}"
+    if suffix == "moe.hook_shared_out" and model.adapter.shared_experts:
+        return f"{model.adapter.shared_experts}.hook_out"  # bridge components keep the HF module names
+    return _TL_BLOCK.get(suffix)
+
+
+def _tl_name(model: WorkbenchModel, name: str) -> str:
+    """The bridge hook serving a canonical point.
+
+    Raises:
+        HookPointError: The point has no counterpart in the bridge built for this family.
+    """
+    match = _BLOCK.match(name)
+    if match is None:
+        tl_name = _TL_MODEL.get(name)
+    else:
+        layer, suffix = match.groups()
+        tl_suffix = _tl_suffix(model, suffix)
+        tl_name = f"blocks.{layer}.{tl_suffix}" if tl_suffix else None
+    if tl_name is None or tl_name not in model.native.hook_dict:
+        missing = f" (the bridge has no {tl_name})" if tl_name else ""
+        raise HookPointError(
+            f"{name} is not served by the TransformerBridge backend for {model.adapter.family}{missing}; "
+            "use backend='hf'"
+        )
+    return tl_name
+
+
+def _tl_layout(model: WorkbenchModel, name: str, value: torch.Tensor) -> torch.Tensor:
+    """A bridge tensor in the canonical layout: the MLA bridge keeps q, k, v as [batch, head, pos, d] and
+    splits ``hook_z`` into heads of its own; the other bridges already match."""
+    if not _is_mla(model):
+        return value
+    if name.endswith(("attn.hook_q", "attn.hook_k", "attn.hook_v")):
+        return value.transpose(1, 2)
+    if name.endswith("attn.hook_z"):
+        return value.flatten(-2).unflatten(-1, (model.adapter.n_heads(model.config), -1))
+    return value
 
 
 def wrap_native(model: WorkbenchModel) -> Any:
@@ -103,7 +148,7 @@ def _read_tl(
             and value.shape[-1] == model.adapter.moe_facts(model.config)["experts"]
         ):
             value = value.gather(-1, cache[_tl_name(model, name.replace("weights", "indices"))])
-        out[name] = value
+        out[name] = _tl_layout(model, name, value)
     return out
 
 
@@ -166,10 +211,32 @@ def _read_nnsight(
     return out
 
 
+def _router_companions(model: WorkbenchModel, names: list[str]) -> list[str]:
+    """The names plus the logits and ids of each router whose top-k must be ranked after reading."""
+    wanted = dict.fromkeys(names)
+    for name in names:
+        if model.points[name].site.rank_topk:
+            prefix = name.rsplit(".", 1)[0]
+            wanted.update(dict.fromkeys((f"{prefix}.hook_router_logits", f"{prefix}.hook_expert_indices")))
+    return list(wanted)
+
+
+def _rank_topk(model: WorkbenchModel, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Unsorted routers' ids and weights ranked by selection score, as the HF path serves them."""
+    ranked = dict(values)
+    for name, value in values.items():
+        point = model.points[name]
+        if point.site.rank_topk:
+            prefix = name.rsplit(".", 1)[0]
+            logits, indices = values[f"{prefix}.hook_router_logits"], values[f"{prefix}.hook_expert_indices"]
+            ranked[name] = rank(value, model.adapter.topk_order(point.module, logits, indices))
+    return ranked
+
+
 def read_native(
     model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]
 ) -> dict[str, torch.Tensor]:
     """Read canonical hook points through the model's non-HF backend."""
-    if model.backend == "tl":
-        return _read_tl(model, batch, names)
-    return _read_nnsight(model, batch, names)
+    read = _read_tl if model.backend == "tl" else _read_nnsight
+    values = _rank_topk(model, read(model, batch, _router_companions(model, names)))
+    return {name: values[name] for name in names if name in values}

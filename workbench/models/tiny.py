@@ -124,15 +124,19 @@ TINY_FAMILIES: tuple[str, ...] = (
 )
 
 
-def build_tiny(family: str, seed: int = 0, attn_implementation: str | None = None) -> Any:
+def build_tiny(family: str, seed: int = 0, attn_implementation: str | None = None, **overrides: Any) -> Any:
     """A random-init model of the family's real HF class (causal LM head; BERT: ``BertModel``), in eval mode.
 
     Args:
         family: One of :data:`TINY_FAMILIES`.
         seed: Torch seed for the initialisation.
         attn_implementation: ``"eager"``, ``"sdpa"`` or None for the class default.
+        **overrides: Config attributes set on the tiny config before the model is built (e.g.
+            ``num_experts_per_tok=4``).
     """
     config = tiny_config(family)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
