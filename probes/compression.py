@@ -65,10 +65,11 @@ def gride_from_distances(distances: torch.Tensor, n1: int = 1, n2: int | None = 
     neighbour distance (``n2 = 2 n1`` by default), given ascending neighbour distances [N, k >= n2].
 
     ``mu = r_{n2} / r_{n1}`` has density ``d (mu^d - 1)^{n2-n1-1} / (B(n2-n1, n1) mu^{(n2-1) d + 1})``
-    (Denti et al. 2022, the density of the ratio of neighbour distances). As DADApy (``_argmax_loglik``), the ratios are filtered
-    (:func:`_gride_ratios`) and the likelihood carries ``(N - 1) log d``: ``d`` is the root of
-    ``sum_i ((n1 - n2 + 1) / (1 - mu_i^-d) + n2 - 1) log mu_i = (N - 1) / d``, found by bisection on
-    [1e-3, 1e3] to 1e-7. GRIDE(1, 2) is ``(N - 1) / sum log mu``, the TwoNN MLE.
+    (Denti et al. 2022, the density of the ratio of neighbour distances). As DADApy
+    (``_argmax_loglik``), the ratios are filtered (:func:`_gride_ratios`) and the likelihood carries
+    ``(N - 1) log d``: ``d`` is the root of ``sum_i ((n1 - n2 + 1) / (1 - mu_i^-d) + n2 - 1) log mu_i =
+    (N - 1) / d``, found by bisection on [1e-3, 1e3] to 1e-7. GRIDE(1, 2) is ``(N - 1) / sum log mu``,
+    the TwoNN MLE.
     """
     n2 = 2 * n1 if n2 is None else n2
     mu = _gride_ratios(distances, n1, n2)

@@ -2,9 +2,10 @@
 and their indices, by symmetric Gram tiles on the CPU, and exact float64 distances of chosen pairs.
 
 The Gram matrix is computed once per unordered pair of row tiles (it is symmetric, so half the matmul
-work) and each tile is folded into running top-m lists by two small numba kernels while it is still in
-cache, turning dot products into squared distances on the fly: one keeps the m smallest of every tile row,
-the other the m smallest of every tile column, so the transposed tile is never needed. The values are
+work) and each tile is folded into one running top-m list per point by two small parallel numba kernels
+while it is still in cache, turning dot products into squared distances on the fly: one reads the tile by
+rows (the lists of the tile's row points), the other by columns (the lists of its column points), so the
+transposed tile is never needed. The values are
 approximate (fp32 cancellation); :mod:`probes.neighbours` bounds their error, recomputes the candidates
 exactly with :func:`exact_squared` and certifies the result.
 """
@@ -16,7 +17,10 @@ import numpy as np
 import torch
 
 _FASTMATH = {"nnan", "nsz", "reassoc"}  # no NaN among distances; +inf marks empty slots, so no "ninf"
-_LANES = 16  # one AVX-512 register of fp32
+_LANES = 16  # keys bounded at once by the row fold
+_TWO = np.float32(2)  # a float32 constant: an integer 2 would promote the keys to float64
+_ROW_BLOCK = 32  # rows per parallel task of the row fold
+_COLUMN_BLOCK = 128  # columns per parallel task of the column fold
 
 
 @numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True)
@@ -33,56 +37,57 @@ def _insert(best: np.ndarray, index: np.ndarray, row: int, value: float, j: int)
         index[row, slot] = j
 
 
-@numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True)
+@numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True, parallel=True)
 def _fold_rows(
     gram: np.ndarray, col_norms: np.ndarray, best: np.ndarray, index: np.ndarray, first: int, col_first: int
 ) -> None:
     """Merge the m smallest keys ``|x_j|^2 - 2 x_i . x_j`` of every row of a Gram tile [R, C] into
     ``best[first:first + R]`` and their point ids (``col_first + column``) into ``index`` (both [N, m],
-    ascending; the row's own ``|x_i|^2`` is added at the end).
+    ascending; the row's own ``|x_i|^2`` is added at the end). Blocks of rows run in parallel.
 
     Each row is read as 16 consecutive segments of width ``C // 16``; their element-wise minimum (vectorised
     across the width) bounds 16 strided keys at once, and only groups whose bound is within the list's
-    current m-th value are inserted key by key. While the list is still empty, the bounds (distinct keys of
+    current m-th value are inserted key by key. While the list is not yet full, the bounds (distinct keys of
     the row) cap it instead: their m-th smallest is at least the row's m-th smallest key.
     """
     rows, cols = gram.shape
     m = best.shape[1]
     width = cols // _LANES
-    bound = np.empty(width, np.float32)
-    cap = np.empty((1, m), np.float32)
-    cap_index = np.empty((1, m), np.int64)
-    for r in range(rows):
-        i = first + r
-        row = gram[r]
-        for c in range(width):
-            bound[c] = col_norms[c] - 2 * row[c]
-        for lane in range(1, _LANES):
+    for block in numba.prange((rows + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        bound = np.empty(width, np.float32)
+        cap = np.empty((1, m), np.float32)
+        cap_index = np.empty((1, m), np.int64)
+        for r in range(block * _ROW_BLOCK, min(rows, (block + 1) * _ROW_BLOCK)):
+            i = first + r
+            row = gram[r]
             for c in range(width):
-                key = col_norms[lane * width + c] - 2 * row[lane * width + c]
-                bound[c] = key if key < bound[c] else bound[c]
-        for j in range(_LANES * width, cols):
-            _insert(best, index, i, col_norms[j] - 2 * row[j], col_first + j)
-        limit = best[i, m - 1]
-        if limit == np.inf:  # the row's first tile: cap the scan by the bounds themselves
-            cap[:] = np.inf
+                bound[c] = col_norms[c] - _TWO * row[c]
+            for lane in range(1, _LANES):
+                for c in range(width):
+                    key = col_norms[lane * width + c] - _TWO * row[lane * width + c]
+                    bound[c] = key if key < bound[c] else bound[c]
+            for j in range(_LANES * width, cols):
+                _insert(best, index, i, col_norms[j] - _TWO * row[j], col_first + j)
+            limit = best[i, m - 1]
+            if limit == np.inf:  # the list is not full: cap the scan by the bounds themselves
+                cap[:] = np.inf
+                for c in range(width):
+                    _insert(cap, cap_index, 0, bound[c], c)
+                limit = cap[0, m - 1]
             for c in range(width):
-                _insert(cap, cap_index, 0, bound[c], c)
-            limit = cap[0, m - 1]
-        for c in range(width):
-            if bound[c] <= limit:
-                for lane in range(_LANES):
-                    j = lane * width + c
-                    _insert(best, index, i, col_norms[j] - 2 * row[j], col_first + j)
+                if bound[c] <= limit:
+                    for lane in range(_LANES):
+                        j = lane * width + c
+                        _insert(best, index, i, col_norms[j] - _TWO * row[j], col_first + j)
 
 
-@numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True)
+@numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True, parallel=True)
 def _fold_columns(
     gram: np.ndarray, row_norms: np.ndarray, best: np.ndarray, index: np.ndarray, first: int, row_first: int
 ) -> None:
     """Merge the m smallest keys ``|x_i|^2 - 2 x_i . x_j`` of every column of a Gram tile [R, C] into
     ``best[first:first + C]`` and their point ids (``row_first + row``) into ``index`` ([N, m], ascending;
-    the column's own ``|x_j|^2`` is added at the end).
+    the column's own ``|x_j|^2`` is added at the end). Blocks of columns run in parallel.
 
     Rows are read in groups of 16: the element-wise minimum of a group's keys (vectorised across columns)
     is compared with each column's current m-th value, and only the columns it can enter take the group's
@@ -90,20 +95,26 @@ def _fold_columns(
     """
     rows, cols = gram.shape
     m = best.shape[1]
-    low = np.empty(cols, np.float32)
-    for g in range(0, rows, _LANES):
-        stop = min(g + _LANES, rows)
-        for j in range(cols):
-            low[j] = row_norms[g] - 2 * gram[g, j]
-        for i in range(g + 1, stop):
-            norm = row_norms[i]
-            for j in range(cols):
-                key = norm - 2 * gram[i, j]
-                low[j] = key if key < low[j] else low[j]
-        for j in range(cols):
-            if low[j] < best[first + j, m - 1]:
-                for i in range(g, stop):
-                    _insert(best, index, first + j, row_norms[i] - 2 * gram[i, j], row_first + i)
+    for block in numba.prange((cols + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK):
+        start, stop = block * _COLUMN_BLOCK, min(cols, (block + 1) * _COLUMN_BLOCK)
+        width = stop - start
+        low = np.empty(width, np.float32)
+        for g in range(0, rows, _LANES):
+            last = min(g + _LANES, rows)
+            row = gram[g, start:stop]
+            norm = row_norms[g]
+            for j in range(width):
+                low[j] = norm - _TWO * row[j]
+            for i in range(g + 1, last):
+                row = gram[i, start:stop]
+                norm = row_norms[i]
+                for j in range(width):
+                    low[j] = min(low[j], norm - _TWO * row[j])
+            for j in range(width):
+                if low[j] < best[first + start + j, m - 1]:
+                    for i in range(g, last):
+                        key = row_norms[i] - _TWO * gram[i, start + j]
+                        _insert(best, index, first + start + j, key, row_first + i)
 
 
 @numba.njit(cache=True, boundscheck=False, fastmath=_FASTMATH, nogil=True)
@@ -127,10 +138,11 @@ def exact_squared(points: np.ndarray, rows: np.ndarray, candidates: np.ndarray) 
 
 class TileFolder:
     """The ``m`` smallest fp32 squared distances of every point on the CPU, with their point ids. Every
-    unordered pair of points is computed once, as a Gram tile: off-diagonal tiles go into the row lists of
-    their rows and the column lists of their columns; diagonal tiles are halved recursively (two smaller
-    diagonals and one off-diagonal tile) down to ``leaf`` rows, so little of the symmetric work is done
-    twice.
+    unordered pair of points is computed once, as a Gram tile: an off-diagonal tile is folded by rows into
+    the lists of its row points and by columns into those of its column points; diagonal tiles are halved
+    recursively (two smaller diagonals and one off-diagonal tile) down to ``leaf`` rows, whose symmetric
+    tiles are folded by rows only, so little of the symmetric work is done twice. Diagonals go first, so
+    every list is full (and prunes) before the off-diagonal tiles.
 
     Args:
         centred: [N, D] fp32 points (centred by the caller), contiguous on the CPU.
@@ -164,8 +176,8 @@ class TileFolder:
         if span.stop - span.start <= self.leaf:
             gram = self.gram(span, span)
             np.fill_diagonal(gram, -np.inf)  # a point is not its own neighbour: its key becomes +inf
-            # symmetric: the column lists see every pair of the span
-            _fold_columns(gram, self.norms[span], self.best, self.index, span.start, span.start)
+            # symmetric: folding the rows gives every point of the span every pair it is in
+            _fold_rows(gram, self.norms[span], self.best, self.index, span.start, span.start)
             return
         middle = (span.start + span.stop) // 2
         self.diagonal(slice(span.start, middle))
@@ -176,8 +188,11 @@ class TileFolder:
         """Approximate squared distances [N, m] (ascending) and point ids [N, m] of each point's m nearest."""
         n = self.best.shape[0]
         spans = [slice(start, min(start + self.tile, n)) for start in range(0, n, self.tile)]
-        for i, rows in enumerate(spans):
-            self.diagonal(rows)
-            for cols in spans[i + 1 :]:
-                self.off_diagonal(rows, cols)
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        with numba.parallel_chunksize(1):  # blocks handed out one at a time: a busy core takes fewer
+            for rows in spans:  # diagonals first: every list is full before the off-diagonal tiles
+                self.diagonal(rows)
+            for i, rows in enumerate(spans):
+                for cols in spans[i + 1 :]:
+                    self.off_diagonal(rows, cols)
         return torch.from_numpy(self.best + self.norms[:, None]), torch.from_numpy(self.index)

@@ -26,7 +26,7 @@ import torch
 
 from probes.neighbour_kernels import TileFolder, exact_squared
 
-_TILES_UP_TO_M = 18  # above this list length the chunked top-k path is faster on the CPU too
+_TILES_UP_TO_M = 32  # list lengths measured faster on tiles than chunks on the CPU (2 cores, AVX2)
 _PAIR_BLOCK = 1 << 22  # elements per block of direct differences on non-CPU devices and in the last stage
 _MATMUL_INPUT_ROUNDING = {"highest": 0.0, "high": 2.0**-11, "medium": 2.0**-8}  # fp32 matmul modes
 
@@ -157,7 +157,7 @@ def knn(points: torch.Tensor, k: int, tile: int = 1024, method: str = "auto", ex
         tile: rows per Gram tile (CPU tiles) or per chunk (chunked path).
         method: ``"tiles"`` (CPU: symmetric fp32 Gram tiles folded by numba), ``"chunks"`` (any device:
             ``addmm`` and ``topk`` per chunk of rows) or ``"auto"``: tiles on the CPU up to candidate lists
-            of 18, chunks otherwise. Both give the same exact result.
+            of 32, chunks otherwise (N = 5000, D = 256, 2 cores: 63 vs 116 ms at k = 2, 131 vs 181 ms at k = 30). Both give the same exact result.
         extra: candidates kept beyond ``k`` per point. More make certification likelier on data whose
             neighbour distances are close together next to their norms, at a little more fold time.
 
