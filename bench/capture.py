@@ -1,9 +1,13 @@
 """Capture benchmark: the same spec through HF eager + output flags, the workbench, TransformerBridge
 (run_with_cache with names_filter) and nnsight; and streamed statistics vs full patterns at long context.
 
-Peak RSS (``ru_maxrss`` above the loaded model) is measured for each method in its own subprocess, so it
-belongs to that method alone; time is the median over rounds in which the methods run round-robin in one
-process after a warm-up, so that machine drift hits every method alike.
+Time is the median over rounds in which the four methods run round-robin (rotating order, after a warm-up
+of each) in one process (:func:`timing.round_robin`), so that machine drift hits every method alike; peak
+RSS (``ru_maxrss`` above the loaded model) is measured for each method in a subprocess of its own, so it
+belongs to that method alone. The long-context rows (full patterns vs streamed statistics) run each
+method in its own subprocess, which gives both its time and its peak. The timing process is a subprocess
+too: Linux carries a process's RSS high-water mark over fork and exec, so a parent that had held the
+models would raise every later memory subprocess's baseline above its peak.
 Run: ``.venv/bin/python bench/capture.py`` (``--quick`` for a smoke run); it prints the markdown tables
 recorded in docs/benchmarks.md.
 """
@@ -21,7 +25,10 @@ import time
 from typing import Any
 
 import torch
+from timing import round_robin  # bench/timing.py, beside this script
 
+METHODS = ("hf_eager_flags", "workbench", "transformer_bridge", "nnsight")
+MEMORY_REPEATS = 3  # runs after the warm-up in each memory subprocess (only its peak RSS is reported)
 SPEC_POINTS = [
     r"blocks\.\d+\.hook_resid_post",
     r"blocks\.\d+\.attn\.hook_pattern",
@@ -89,13 +96,17 @@ def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
     raise KeyError(method)
 
 
+def _ids(hf: Any, batch: int, length: int) -> torch.Tensor:
+    return torch.randint(
+        3, min(hf.config.vocab_size, 4096), (batch, length), generator=torch.Generator().manual_seed(0)
+    )
+
+
 def worker(model_name: str, method: str, batch: int, length: int, repeats: int) -> dict[str, float]:
     """One method on one model in this process: median seconds and peak RSS above the loaded baseline."""
     torch.set_num_threads(2)
     hf = _model(model_name)
-    ids = torch.randint(
-        3, min(hf.config.vocab_size, 4096), (batch, length), generator=torch.Generator().manual_seed(0)
-    )
+    ids = _ids(hf, batch, length)
     run = _runner(method, hf, ids)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     run()  # warm-up
@@ -112,60 +123,55 @@ def worker(model_name: str, method: str, batch: int, length: int, repeats: int) 
 def interleaved_times(
     model_name: str, methods: tuple[str, ...], batch: int, length: int, rounds: int
 ) -> dict[str, float]:
-    """Median seconds per method; the methods run round-robin (rotating order) in one process so that
-    drift and cache effects hit all of them alike."""
+    """Median seconds per method, the methods run round-robin in this process (:func:`timing.round_robin`:
+    a warm-up of each, then ``rounds`` rounds in rotating order) on one model and one batch; ``main`` runs
+    it in a subprocess (:func:`measure_times`)."""
     torch.set_num_threads(2)
     hf = _model(model_name)
-    ids = torch.randint(
-        3, min(hf.config.vocab_size, 4096), (batch, length), generator=torch.Generator().manual_seed(0)
-    )
-    runs = {m: _runner(m, hf, ids) for m in methods}
-    for run in runs.values():
-        run()  # warm-up
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    order = list(methods)
-    for round_index in range(rounds):
-        shift = round_index % len(order)  # rotate the order so no method always follows the same one
-        for method in order[shift:] + order[:shift]:
-            start = time.perf_counter()
-            runs[method]()
-            times[method].append(time.perf_counter() - start)
-    return {m: statistics.median(t) for m, t in times.items()}
+    ids = _ids(hf, batch, length)
+    return round_robin({m: _runner(m, hf, ids) for m in methods}, rounds)
+
+
+def _subprocess(*args: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(model_name: str, method: str, batch: int, length: int, repeats: int) -> dict[str, float]:
     """Run :func:`worker` in a fresh subprocess."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", model_name, method, str(batch), str(length), str(repeats)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _subprocess("--worker", model_name, method, str(batch), str(length), str(repeats))
+
+
+def measure_times(model_name: str, batch: int, length: int, rounds: int) -> dict[str, float]:
+    """Run :func:`interleaved_times` of the four methods in a fresh subprocess."""
+    return _subprocess("--times", model_name, str(batch), str(length), str(rounds))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter long-context runs")
-    parser.add_argument("--worker", nargs=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 timing rounds, not 21; shorter long contexts")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--times", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, method, batch, length, repeats = args.worker
         print(json.dumps(worker(name, method, int(batch), int(length), int(repeats))))
         return
-    repeats = 5 if args.quick else 21
+    if args.times:
+        name, batch, length, rounds = args.times
+        print(json.dumps(interleaved_times(name, METHODS, int(batch), int(length), int(rounds))))
+        return
+    rounds = 5 if args.quick else 21
     print("| model | batch x tokens | method | median s | ratio to HF | peak MiB above load |")
     print("|---|---|---|---|---|---|")
     for model_name in ("tiny-moe", "gpt2-small-shape"):
-        rows = {
-            m: measure(model_name, m, 4, 128, repeats)
-            for m in ("hf_eager_flags", "workbench", "transformer_bridge", "nnsight")
-        }
-        base = rows["hf_eager_flags"]["median_s"]
-        for method, row in rows.items():
+        times = measure_times(model_name, 4, 128, rounds)
+        peaks = {m: measure(model_name, m, 4, 128, MEMORY_REPEATS)["peak_mib"] for m in METHODS}
+        base = times["hf_eager_flags"]
+        for method in METHODS:
             print(
-                f"| {model_name} | 4 x 128 | {method} | {row['median_s']:.4f} | {row['median_s'] / base:.2f} "
-                f"| {row['peak_mib']:.0f} |"
+                f"| {model_name} | 4 x 128 | {method} | {times[method]:.4f} | {times[method] / base:.2f} "
+                f"| {peaks[method]:.0f} |"
             )
     print()
     print("| model | tokens | method | median s | peak MiB above load | memory ratio streamed/full |")

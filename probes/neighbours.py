@@ -157,7 +157,8 @@ def knn(points: torch.Tensor, k: int, tile: int = 1024, method: str = "auto", ex
         tile: rows per Gram tile (CPU tiles) or per chunk (chunked path).
         method: ``"tiles"`` (CPU: symmetric fp32 Gram tiles folded by numba), ``"chunks"`` (any device:
             ``addmm`` and ``topk`` per chunk of rows) or ``"auto"``: tiles on the CPU up to candidate lists
-            of 32, chunks otherwise (N = 5000, D = 256, 2 cores: 63 vs 116 ms at k = 2, 131 vs 181 ms at k = 30). Both give the same exact result.
+            of 32, chunks otherwise (N = 5000, D = 256, 2 cores: 63 vs 116 ms at k = 2, 131 vs 181 ms at
+            k = 30). Both give the same exact result.
         extra: candidates kept beyond ``k`` per point. More make certification likelier on data whose
             neighbour distances are close together next to their norms, at a little more fold time.
 

@@ -14,10 +14,12 @@ import workbench
 from apps import data
 from probes import compression, sinks
 from probes.eviction import simulate_eviction
+from probes.lens import lens_table
 from workbench.battery import load_spec, run_battery
 from workbench.battery.report import summary_table
 from workbench.capture import CaptureSpec, capture
 from workbench.capture.generate import stream_generate
+from workbench.zoo.evaluate import domain_windows
 
 APP = str(Path(__file__).resolve().parents[2] / "apps/workbench_app.py")
 PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
@@ -117,6 +119,11 @@ def test_compression_view_equals_the_probe() -> None:
     shown = next(d.value for d in app.dataframe if "twonn_90" in d.value.columns and len(d.value) == 4)
     pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_exact=False, rtol=1e-6)
     assert any("kl_to_final" in d.value.columns for d in app.dataframe)  # the lens table of a causal LM
+    ids, _ = domain_windows(model.tokenizer, data.heldout_prompts(2, 2000), seq_len=64, per_domain=2)
+    lens = next(d.value for d in app.dataframe if "kl_to_final" in d.value.columns)
+    pd.testing.assert_frame_equal(
+        lens.reset_index(drop=True), lens_table(model, ids), check_exact=False, rtol=1e-6
+    )
 
 
 def test_kv_view_sizes_and_eviction_simulator() -> None:
@@ -159,6 +166,10 @@ def test_battery_browser_shows_the_run_summary(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(
         app.dataframe[0].value.reset_index(drop=True), expected.reset_index(drop=True)
     )
+    # planted ground truth: 3 of planted-sink's 2 x 4 heads are sink heads (alpha > eps = 0.3 on every
+    # prompt), the other 5 on none: a sink rate of 100 x 3 / 8 = 37.5%
+    planted = app.dataframe[0].value.set_index("model").loc["planted-sink"]
+    assert planted.sink_rate == pytest.approx(37.5)
     app.text_input(key="battery_compare").set_value(str(run)).run()
     assert not app.exception and set(app.dataframe[0].value.model) == {
         "A:planted-sink",

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+import workbench
 from workbench.battery import compare_runs, load_spec, run_battery
 from workbench.battery.spec import DEFAULT_SPEC, SpecError
 from workbench.battery.units import PROBES
+from workbench.models.model import attention_implementation
 
 SMALL = """
 name = "small"
@@ -82,6 +85,12 @@ def test_default_battery_covers_every_probe_on_the_zoo(default_run: Path) -> Non
         assert unit["status"] == "done" or "not a causal" in unit["reason"] or "no MoE" in unit["reason"]
     sinks = _tables(default_run)["sinks"]
     assert set(sinks.model) == {m.name for m in spec.models}
+    # planted ground truth through the whole battery: the planted-sink model's sink heads, and only they,
+    # send nearly all attention to the first token (the zoo's own check: > 0.9 planted, < 0.5 the rest)
+    planted = {tuple(h) for h in workbench.load("planted-sink").config.planted_sink_heads}
+    alpha = sinks[sinks.model == "planted-sink"].groupby(["layer", "head"]).alpha
+    assert {key for key, value in alpha.min().items() if value > 0.9} == planted
+    assert all(value < 0.5 for key, value in alpha.max().items() if key not in planted)
     summary = (default_run / "summary.md").read_text()
     assert "## moe_routing" in summary and "tiny-moe-shared" in summary
 
@@ -203,3 +212,10 @@ def test_capture_store_is_kept_when_asked(tmp_path: Path) -> None:
 
     stored = Capture.load(run / "captures" / "planted-sink" / "sinks")
     assert len(stored) == 2 and "blocks.1.attn.hook_pattern" in stored
+    # the stored patterns are the model's: HF's own attentions (eager) for each stored prompt alone
+    hf = workbench.load("planted-sink").hf
+    for tokens, pattern in zip(stored.tokens, stored["blocks.1.attn.hook_pattern"], strict=True):
+        with torch.no_grad(), attention_implementation(hf, "eager"):
+            reference = hf(input_ids=tokens[None], output_attentions=True).attentions[1][0]
+        # the battery may batch the two prompts (padded); one prompt alone rounds differently in fp32
+        torch.testing.assert_close(pattern, reference, rtol=1e-5, atol=1e-6)

@@ -68,6 +68,25 @@ def test_card_fields_match_config(family: str) -> None:
     assert result.get("experts") == experts
     assert result.get("top_k") == config.num_experts_per_tok
     assert result.get("parameters_active_per_token") < result.get("parameters_total")
+    moe_layers, per_expert = routed_expert_shape(config, family)
+    idle = moe_layers * (experts - config.num_experts_per_tok) * per_expert  # routed experts left out
+    assert result.get("parameters_active_per_token") == result.get("parameters_total") - idle
+
+
+def routed_expert_shape(config: object, family: str) -> tuple[int, int]:
+    """(MoE layers, parameters of one routed expert) from the config's own fields, per family's HF code:
+    SwiGLU experts hold gate, up and down projections, 3 x d_model x d_expert, without biases; GPT-OSS's
+    fused gate_up (d_model x 2 d_expert + 2 d_expert) and down (d_expert x d_model + d_model) have biases.
+    Dense layers: Qwen-MoE's ``mlp_only_layers``, DeepSeek's first ``first_k_dense_replace`` layers."""
+    d, layers = config.hidden_size, config.num_hidden_layers
+    if family == "gpt_oss":
+        e = config.intermediate_size
+        return layers, d * 2 * e + 2 * e + e * d + d
+    if family in ("qwen2_moe", "qwen3_moe"):
+        return layers - len(config.mlp_only_layers), 3 * d * config.moe_intermediate_size
+    if family.startswith("deepseek"):
+        return layers - config.first_k_dense_replace, 3 * d * config.moe_intermediate_size
+    return layers, 3 * d * config.intermediate_size  # Mixtral, OLMoE, Granite-MoE
 
 
 def test_active_parameters_count_only_top_k_experts() -> None:

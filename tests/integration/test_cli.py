@@ -80,6 +80,9 @@ def test_pickle_only_directory_is_refused_unless_allowed(
 def test_debug_shows_traceback(unsupported_dir: Path) -> None:
     result = _cli("card", str(unsupported_dir), "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
+    # re-raised, not turned into the one-line exit 2: Python's exit status 1 and the error's own class
+    assert result.returncode == 1
+    assert "UnsupportedFamilyError" in result.stderr and "'gpt_neox'" in result.stderr
 
 
 def test_generic_fallback_lists_residual_points(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -13,6 +15,49 @@ from workbench.models.tiny import VOCAB, build_tiny
 
 def _ids(n: int = 24) -> torch.Tensor:
     return torch.randint(3, VOCAB, (1, n), generator=torch.Generator().manual_seed(7))
+
+
+def _masked_reference(
+    model: workbench.WorkbenchModel,
+    ids: torch.Tensor,
+    prompt_len: int,
+    kept: list[int],
+    window: int | None = None,
+) -> dict[str, float]:
+    """The eviction metrics from two plain HF forward passes, no cache surgery: evicting prompt keys from
+    every layer's cache before the continuation is the same as masking them out for the continuation's
+    queries (prompt queries keep full causal attention). ``window``: sliding layers keep HF's own sliding
+    mask (the last ``window`` keys, the query included). Float64 metrics, written out here."""
+    n = ids.shape[1] - 1  # the last token is only a target
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None]
+    causal = k <= q
+    evicted = (q >= prompt_len) & (k < prompt_len) & ~torch.isin(k, torch.tensor(kept))
+
+    def additive(allowed: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(1, 1, n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+    mask: object = additive(causal & ~evicted)
+    if window is not None:
+        mask = {"full_attention": mask, "sliding_attention": additive(causal & (k > q - window))}
+    with torch.no_grad():
+        full = model.hf(input_ids=ids[:, :n]).logits[0, prompt_len - 1 :].double().log_softmax(-1)
+        pruned = model.hf(input_ids=ids[:, :n], attention_mask=mask).logits[0, prompt_len - 1 :]
+    pruned = pruned.double().log_softmax(-1)
+    nll = -pruned.gather(-1, ids[0, prompt_len:, None]).mean()
+    return {
+        "perplexity": math.exp(float(nll)),
+        "kl": float((full.exp() * (full - pruned)).sum(-1).mean()),
+        "top1_agreement": float((full.argmax(-1) == pruned.argmax(-1)).double().mean()),
+    }
+
+
+def _assert_matches(found: dict[str, float], expected: dict[str, float]) -> None:
+    # one batched forward with a mask against a prefill plus token-by-token decoding with a cache: the
+    # same attention summed in a different order, so fp32 rounding differs (KL ~1e-3 here, agreeing to
+    # about 5e-5 relative); a near-tie top-1 would differ by 1/8
+    assert found["kl"] == pytest.approx(expected["kl"], rel=1e-3)
+    assert found["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+    assert found["top1_agreement"] == expected["top1_agreement"]
 
 
 @pytest.mark.parametrize("family", ["llama", "mixtral", "gpt2", "deepseek_v3", "gpt_oss"])
@@ -28,6 +73,15 @@ def test_pruning_costs_quality_and_cache_positions_work() -> None:
     ids = _ids(32)
     small = simulate_eviction(model, ids, prompt_len=24, policy="recent", budget=4)
     assert small["kl"] > 0
+    _assert_matches(small, _masked_reference(model, ids, 24, kept=[20, 21, 22, 23]))  # the last 4 of 24
+    # a recent window moves every kept key and every new token by the same 24 - 8 = 16 positions, and RoPE
+    # sees only relative positions: StreamingLLM's cache positions must give the original-position result
+    shifted = simulate_eviction(model, ids, prompt_len=24, policy="recent", budget=8, positions="cache")
+    unshifted = simulate_eviction(model, ids, prompt_len=24, policy="recent", budget=8)
+    assert shifted["kl"] > 0
+    _assert_matches(unshifted, _masked_reference(model, ids, 24, kept=list(range(16, 24))))
+    assert shifted["kl"] == pytest.approx(unshifted["kl"], rel=1e-4)  # re-rotated keys: fp32 rounding
+    assert shifted["perplexity"] == pytest.approx(unshifted["perplexity"], rel=1e-5)
     repositioned = simulate_eviction(
         model, ids, prompt_len=24, policy="sink_window", budget=8, positions="cache"
     )
@@ -37,8 +91,13 @@ def test_pruning_costs_quality_and_cache_positions_work() -> None:
 
 
 def test_sliding_window_layers_keep_their_own_window() -> None:
-    found = simulate_eviction(workbench.load(build_tiny("gpt_oss")), _ids(), 16, "h2o", 6)
+    model = workbench.load(build_tiny("gpt_oss"))
+    found = simulate_eviction(model, _ids(), 16, "h2o", 6)
     assert found["kl"] > 0 and 0 <= found["top1_agreement"] <= 1
+    # the full-attention layer keeps the last 6 of 16 prompt keys; the sliding layers (window 8) keep
+    # their own window, untouched by the policy
+    recent = simulate_eviction(model, _ids(), 16, "recent", 6)
+    _assert_matches(recent, _masked_reference(model, _ids(), 16, kept=list(range(10, 16)), window=8))
 
 
 def test_cache_positions_refused_without_plain_rope() -> None:
@@ -54,3 +113,12 @@ def test_eviction_table_on_a_zoo_model() -> None:
     table = eviction_table(model, ids, prompt_len=ids.shape[1] - 6, budgets=(0.3, 1.0))
     assert (table[table.budget == 1.0].kl == 0).all()
     assert set(table.policy) == {"recent", "sink_window", "h2o", "snapkv"}
+    # a share of the prompt becomes round(share x prompt) cache entries: the same simulation, same numbers
+    prompt_len = ids.shape[1] - 6
+    row = table[(table.policy == "h2o") & (table.budget == 0.3)].iloc[0]
+    direct = simulate_eviction(model, ids, prompt_len, "h2o", round(0.3 * prompt_len))
+    assert (row.kl, row.perplexity, row.top1_agreement) == (
+        direct["kl"],
+        direct["perplexity"],
+        direct["top1_agreement"],
+    )

@@ -35,7 +35,8 @@ def test_each_step_equals_a_full_forward_over_the_prefix(family: str) -> None:
                 assert expected[..., : -value.shape[-1]].abs().max() == 0
                 expected = expected[..., -value.shape[-1] :]
             torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5, msg=f"step {step.index} {name}")
-        assert step.cache_length <= len(prefix)
+        # the forward of step i read prompt + i tokens: all of them are in the (full-attention layers') cache
+        assert step.cache_length == len(prefix) == len(prompt) + step.index
         resid = [
             full[f"blocks.{layer}.hook_resid_post"][0][-1].norm() for layer in range(len(step.resid_norms))
         ]

@@ -95,6 +95,12 @@ def test_tap_points_are_what_attention_used(tiny: workbench.WorkbenchModel, ids:
             torch.testing.assert_close(scores.softmax(-1), pattern, rtol=1e-5, atol=1e-6)
         else:  # the sink column takes the missing mass
             assert (pattern.sum(-1) < 1).all()
+            # GPT-OSS (HF eager_attention_forward): each head's learned sink logit joins the softmax as
+            # one more column, which is dropped afterwards
+            sink = tiny.hf.model.layers[layer].self_attn.sinks.detach()  # [head]
+            column = sink.reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+            with_sink = torch.cat([scores.double(), column.double()], -1).softmax(-1)[..., :-1]
+            torch.testing.assert_close(pattern.double(), with_sink, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(torch.einsum("bhqk,bkhd->bqhd", pattern, v_all), z, rtol=1e-5, atol=1e-5)
 
 

@@ -26,6 +26,22 @@ def test_head_ablation_changes_logits_and_exit_restores() -> None:
     assert (ablated - clean).abs().max() > 1e-4
     assert z[:, :, [0, 2]].abs().max() == 0 and z[:, :, 1].abs().max() > 0
     assert torch.equal(model.forward(ids).logits, clean)
+    # HF-side reference: zero the columns of heads 0 and 2 (d_head = 64 / 4 = 16) of layer 1's o_proj input
+    d_head = model.config.hidden_size // model.config.num_attention_heads
+
+    def zero_heads(module: torch.nn.Module, args: tuple) -> tuple:
+        z = args[0].clone()
+        for head in (0, 2):
+            z[..., head * d_head : (head + 1) * d_head] = 0
+        return (z, *args[1:])
+
+    handle = model.hf.model.layers[1].self_attn.o_proj.register_forward_pre_hook(zero_heads)
+    try:
+        with torch.no_grad():
+            reference = model.hf(input_ids=ids).logits
+    finally:
+        handle.remove()
+    assert torch.equal(ablated, reference)
 
 
 def test_mean_ablation_uses_reference_means() -> None:
@@ -33,7 +49,35 @@ def test_mean_ablation_uses_reference_means() -> None:
     means = intervene.head_means(model, [_ids(1)[0], _ids(2)[0]], layers=[0])
     with intervene.ablate_heads(model, {0: [3]}, means=means):
         z = model.read(_ids(), "blocks.0.attn.hook_z")["blocks.0.attn.hook_z"]
-    assert torch.allclose(z[0, :, 3], means[0][3].expand(7, -1))
+        ablated = model.forward(_ids()).logits
+    # the reference mean straight from HF: GPT-2's c_proj input is the heads' outputs side by side
+    # (d_head = 64 / 4 = 16, head 3 = columns 48:64); mean over the 2 x 7 positions, in float64
+    seen: list[torch.Tensor] = []
+    attn = model.hf.transformer.h[0].attn
+    handle = attn.c_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0][0, :, 48:64]))
+    try:
+        with torch.no_grad():
+            for seed in (1, 2):
+                model.hf(input_ids=_ids(seed))
+    finally:
+        handle.remove()
+    mean = torch.cat(seen).double().mean(0)
+    torch.testing.assert_close(means[0][3].double(), mean, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(z[0, :, 3].double(), mean.expand(7, -1), rtol=1e-6, atol=1e-7)
+
+    def plant_mean(module: torch.nn.Module, args: tuple) -> tuple:
+        z = args[0].clone()
+        z[..., 48:64] = mean.float()
+        return (z, *args[1:])
+
+    handle = attn.c_proj.register_forward_pre_hook(plant_mean)
+    try:
+        with torch.no_grad():
+            reference = model.hf(input_ids=_ids()).logits
+    finally:
+        handle.remove()
+    # the planted mean is the float64 mean rounded to fp32; head_means averages in fp32: last-bit noise
+    torch.testing.assert_close(ablated, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_patching_the_residual_stream_transplants_the_output() -> None:
@@ -45,6 +89,9 @@ def test_patching_the_residual_stream_transplants_the_output() -> None:
     with intervene.replace(model, {"blocks.2.hook_resid_post": lambda v: v * 0}):
         zeroed = model.forward(target).logits
     assert (zeroed - model.forward(target).logits).abs().max() > 1e-4
+    # block 2 is the last: its zeroed output goes through the final RMSNorm (0 * rsqrt(0 + eps) * w = 0)
+    # and the bias-free LM head, so every logit is exactly 0
+    assert zeroed.abs().max() == 0
 
 
 @pytest.mark.parametrize("family", MOE)
@@ -55,9 +102,9 @@ def test_masking_an_expert_removes_its_weight(family: str) -> None:
     layer = next(
         i for i, b in enumerate(model.adapter.block_modules(model.base)) if model.adapter.is_moe_block(b)
     )
-    before = model.read(ids, f"blocks.{layer}.moe.hook_expert_indices")[
-        f"blocks.{layer}.moe.hook_expert_indices"
-    ]
+    points = rf"blocks\.{layer}\.moe\.hook_expert_(indices|weights)"
+    clean_values = model.read(ids, points)
+    before = clean_values[f"blocks.{layer}.moe.hook_expert_indices"]
     victim = int(before.flatten().mode().values)
     with intervene.mask_experts(model, {layer: [victim]}):
         values = model.read(ids, rf"blocks\.{layer}\.moe\.hook_expert_(indices|weights)")
@@ -69,6 +116,16 @@ def test_masking_an_expert_removes_its_weight(family: str) -> None:
     assert weights[indices == victim].abs().max() == 0
     assert (masked - clean).abs().max() > 1e-5
     assert torch.equal(model.forward(ids).logits, clean)
+    # the same router inputs give the same choice; the other experts keep their weights, rescaled to the
+    # old total where the family's top-k weights are normalised (HF: Mixtral renormalises its top-k
+    # softmax, DeepSeek-V3 here has norm_topk_prob=True, GPT-OSS and Granite-MoE softmax over the top-k;
+    # OLMoE and Qwen2-MoE keep norm_topk_prob=False)
+    assert torch.equal(indices, before)
+    old = clean_values[f"blocks.{layer}.moe.hook_expert_weights"].double()
+    kept = old.masked_fill(before == victim, 0)
+    if family in ("mixtral", "deepseek_v3", "gpt_oss", "granitemoe"):
+        kept = kept * old.sum(-1, keepdim=True) / kept.sum(-1, keepdim=True)
+    torch.testing.assert_close(weights.double(), kept, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", MOE)
@@ -82,4 +139,5 @@ def test_forcing_experts_routes_every_token(family: str) -> None:
         indices = model.read(ids, f"blocks.{layer}.moe.hook_expert_indices")[
             f"blocks.{layer}.moe.hook_expert_indices"
         ]
-    assert (indices == torch.tensor([0, 1])).all()
+    # every token routed to exactly experts 0 and 1 (ranked by the router's score, so in either order)
+    assert (indices.sort(-1).values == torch.tensor([0, 1])).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +25,18 @@ def test_kv_bytes_match_the_formula_for_every_family(tiny: workbench.WorkbenchMo
             adapter.n_layers(config), adapter.n_kv_heads(config), adapter.head_dim(config), 4
         )
     assert workbench.card(tiny).get("kv_bytes_per_token") == expected
+    # the formula from the config's own fields (PROBES.md), fp32 = 4 bytes: MLA caches the latent and the
+    # shared RoPE key per layer; the rest K and V per layer and KV head
+    if hasattr(config, "kv_lora_rank"):
+        by_hand = (config.kv_lora_rank + config.qk_rope_head_dim) * config.num_hidden_layers * 4
+    elif hasattr(config, "n_embd"):  # GPT-2: n_head x head_dim = n_embd
+        by_hand = 2 * config.n_layer * config.n_embd * 4
+    else:
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        by_hand = 2 * config.num_hidden_layers * kv_heads * head_dim * 4
+    assert expected == by_hand
 
 
 @pytest.mark.parametrize("name", [n for n, e in zoo().items() if e.kind != "pypi"])
@@ -41,7 +54,21 @@ def test_kv_probes_run_on_every_zoo_model(name: str) -> None:
         assert (rows.set_index("budget").retained_mass <= oracle + 1e-6).all(), policy
     keys = result["blocks.0.kv.key"][0]  # [kv_head, pos, d]
     assert key_channel_absmax(keys).shape == keys.shape[::2]
+    array = keys.numpy()
+    absmax = np.abs(array).max(axis=1)  # over positions, per KV head and channel
+    assert np.array_equal(key_channel_absmax(keys).numpy(), absmax)
     assert 0 <= quantization_error(keys, 2, "channel") < 1
+    # KIVI 2-bit asymmetric quantisation per (KV head, channel), written out channel by channel in
+    # numpy. Kept in fp32 like the probe so that values exactly halfway between two levels round alike.
+    errors = []
+    for head in range(array.shape[0]):
+        for channel in range(array.shape[2]):
+            column = array[head, :, channel]
+            low, high = column.min(), column.max()
+            step = np.float32(max(high - low, 1e-12) / np.float32(3))
+            restored = np.round((column - low) / step) * step + low
+            errors.append(np.linalg.norm(column - restored) / max(np.linalg.norm(column), 1e-12))
+    assert quantization_error(keys, 2, "channel") == pytest.approx(float(np.mean(errors)), rel=1e-5)
 
 
 def test_long_inputs_use_streamed_statistics() -> None:

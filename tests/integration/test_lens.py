@@ -47,6 +47,25 @@ def test_prediction_depth_on_every_zoo_model(name: str) -> None:
     assert depth.shape == test[:4].shape and depth.min() >= 0 and depth.max() <= n_layers - 1
     table = lens_table(model, test[:4])
     assert table.top1_agreement.iloc[-1] == 1.0 and table.kl_to_final.iloc[-1] == pytest.approx(0, abs=1e-6)
+    # the logit lens from HF's own hidden states: block l's output (hidden_states[l + 1]; the last entry
+    # is already final-normed) through the final norm and the unembedding, KL in float64
+    with torch.no_grad():
+        out = model.hf(input_ids=test[:4], output_hidden_states=True)
+        norm = model.base.get_submodule(model.adapter.final_norm)
+        logits = [model.hf.get_output_embeddings()(norm(h)) for h in out.hidden_states[1:-1]] + [out.logits]
+    final = out.logits.double().log_softmax(-1)
+    for layer, layer_logits in enumerate(logits):
+        logp = layer_logits.double().log_softmax(-1)
+        kl = float((final.exp() * (final - logp)).sum(-1).mean())
+        assert table.kl_to_final.iloc[layer] == pytest.approx(kl, rel=1e-4, abs=1e-6), layer
+    # prediction depth token by token: the first layer from which every later layer's top-1 is the final one
+    tops = torch.stack([x.argmax(-1) for x in logits]).tolist()  # [layer][batch][pos]
+    for b in range(depth.shape[0]):
+        for t in range(depth.shape[1]):
+            layer = n_layers - 1
+            while layer > 0 and tops[layer - 1][b][t] == tops[-1][b][t]:
+                layer -= 1
+            assert depth[b, t] == layer, (b, t)
 
 
 @pytest.mark.parametrize("name", list(zoo()))
@@ -65,6 +84,20 @@ def test_compression_profile_on_every_zoo_model(name: str) -> None:
     for pooling in ("all", "mean"):
         rows = compression_profile(hidden, pooling)
         assert all(r["pooling"] == pooling and r["twonn_90"] > 0 for r in rows)
+    # TwoNN (Facco et al. 2017) written out in float64 on the mean-pooled prompts (distinct points): brute
+    # force distances, mu = r2 / r1 sorted, F_i = i / N, slope of -log(1 - F) on log mu through the origin
+    # over the smallest 90% (98%) of the ratios
+    for layer, row in enumerate(rows):
+        points = torch.stack([h.double().mean(0) for h in hidden[layer]])
+        distances = torch.cdist(points, points).fill_diagonal_(float("inf")).sort(-1).values
+        mu = (distances[:, 1] / distances[:, 0]).sort().values
+        n = len(mu)
+        assert row["points"] == n == len(prompts)
+        for fraction, key in ((0.9, "twonn_90"), (0.98, "twonn_98")):
+            keep = int(n * fraction)
+            x = mu[:keep].log()
+            y = -torch.log(1 - torch.arange(1, keep + 1, dtype=torch.float64) / n)
+            assert row[key] == pytest.approx(float((x * y).sum() / (x * x).sum()), rel=1e-4), (layer, key)
     summary = id_summaries([r["twonn_90"] for r in compression_profile(hidden, "all")])
     assert summary["abstraction_peak"] is not None
     grid = cka_matrix([torch.cat(h) for h in hidden])

@@ -27,3 +27,11 @@ def test_every_token_is_scored_once_and_all_bytes_counted(name: str) -> None:
     assert whole["bits_per_byte"] == pytest.approx(whole["nats_per_byte"] / math.log(2))
     windowed = loss_per_byte(model, [TEXT], window=5)
     assert windowed["tokens"] == whole["tokens"]
+    # windows of 5 tokens overlapping by one: window k holds tokens 4k .. 4k + 4 and predicts 4k + 1 ..
+    # 4k + 4, so token t is predicted from tokens 4 * ((t - 1) // 4) .. t - 1 only. One forward per token:
+    nll = 0.0
+    with torch.no_grad():
+        for t in range(1, ids.shape[1]):
+            context = ids[:, 4 * ((t - 1) // 4) : t]
+            nll -= float(model.hf(input_ids=context).logits[0, -1].double().log_softmax(-1)[ids[0, t]])
+    assert windowed["nats_per_byte"] == pytest.approx(nll / len(TEXT.encode()), rel=1e-5)

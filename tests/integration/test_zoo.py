@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -84,6 +85,10 @@ def test_model_cards_record_recipe_and_heldout_loss() -> None:
             metrics = json.loads((MODELS_DIR / name / "metrics.json").read_text())
             assert set(metrics["heldout_loss"]) == set(DOMAINS)
             assert "tokens seen" in text and "Held-out loss per domain" in text
+            vocab = json.loads((MODELS_DIR / name / "config.json").read_text())["vocab_size"]
+            for domain, loss in metrics["heldout_loss"].items():
+                assert f"| {domain} | {loss:.4f} |" in text  # the card shows the recorded number
+                assert 0 < loss < math.log(vocab), (name, domain)  # better than a uniform guess
 
 
 def test_tiny_moe_routing_is_balanced_and_domain_specialised() -> None:

@@ -27,6 +27,10 @@ def test_gqa_scores_and_masks_agree() -> None:
 
 
 def test_decoding_step_sees_every_cached_key() -> None:
-    q, k = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 6, 4)
+    generator = torch.Generator().manual_seed(1)
+    q, k = torch.randn(1, 2, 1, 4, generator=generator), torch.randn(1, 2, 6, 4, generator=generator)
     scores = attention_scores(Causal(), q, k, None, 1.0)
     assert scores.shape == (1, 2, 1, 6) and torch.isfinite(scores).all()
+    # the one new query is the last position: no key is masked, every score is the plain dot product
+    expected = (q.double() * k.double()).sum(-1)[:, :, None]  # [1, head, 1, 6]
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-6, atol=1e-6)

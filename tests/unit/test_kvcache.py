@@ -33,6 +33,8 @@ def test_opt_30b_cache_is_about_180_gb() -> None:
         config.num_hidden_layers, config.num_attention_heads, head_dim, 2, tokens=1024, batch=128
     )
     assert abs(size / 1e9 - 180) < 1.5
+    # K and V x 48 layers x 56 heads x 128 dims x 2 bytes = 1,376,256 B per token; x 1024 x 128 tokens
+    assert size == 2 * 48 * 56 * 128 * 2 * 1024 * 128 == 180_388_626_432
 
 
 def test_h2o_keeps_recent_and_heavy_hitters() -> None:
@@ -81,3 +83,15 @@ def test_per_channel_quantisation_wins_with_outlier_channels() -> None:
     keys = torch.randn(2, 64, 32, generator=torch.Generator().manual_seed(0))
     keys[:, :, 5] *= 40  # an outlier channel, as KIVI observes in real keys
     assert quantization_error(keys, 2, "channel") < quantization_error(keys, 2, "token")
+
+
+def test_quantisation_error_on_a_planted_grid() -> None:
+    """Channels on their own 4-level grids quantise exactly per channel; per token, one entry misses."""
+    keys = torch.tensor([[[0.0, 0, 0], [1, 3, 9], [2, 6, 0], [3, 9, 9]]])  # [kv_head 1, pos 4, d 3]
+    # per channel (2 bits = 4 levels): 0..3 step 1, 0..9 step 3, {0, 9} step 3: every value is a level
+    assert quantization_error(keys, 2, "channel") == 0.0
+    # per token: [1, 3, 9] has levels 1 + j * 8/3, so 3 -> 1 + 8/3 = 11/3 (off by 2/3); the other tokens
+    # are on their grids ([0, 0, 0]; [2, 6, 0] step 2; [3, 9, 9] step 2). Channel 1's relative error is
+    # (2/3) / ||(0, 3, 6, 9)|| = (2/3) / sqrt(126); the mean over the 3 channels is 2 / (9 sqrt(126))
+    expected = 2 / (9 * 126**0.5)  # 0.019797...
+    assert abs(quantization_error(keys, 2, "token") - expected) < 1e-6

@@ -45,6 +45,11 @@ def test_massive_activation_is_found_where_planted() -> None:
     found = massive_activations(hidden)
     assert found["top_positions"][:2] == [(0, 7), (3, 12)]
     assert found["n_massive"] == 1 and found["top_ratio"] > 1000
+    assert found["top_values"][:2] == [500.0, 80.0]
+    # the median of all 16 x 64 = 1024 magnitudes, the lower middle one (torch.median's convention);
+    # the two planted entries sit at the top, so it is the 512th smallest |0.05 z|
+    median = sorted(abs(v) for v in hidden.flatten().tolist())[511]
+    assert found["median"] == median and found["top_ratio"] == 500.0 / median
 
 
 def test_learned_sink_mass_is_the_missing_row_mass() -> None:

@@ -58,8 +58,12 @@ def test_coverage_extremes() -> None:
     assert set(full.values()) == {1.0}
     latin_only = script_coverage(unigram())  # trained on English only: other scripts map to <unk>
     assert latin_only["Cyrillic"] == 0.0 and latin_only["Han"] == 0.0
+    # of the 13 words of "The quick brown fox jumps over the lazy dog near the river bank.", only "The"
+    # (no capital T in the corpus) and "bank." (no '.') hold a character the corpus never showed
+    assert latin_only["Latin"] == 11 / 13
     byte_level = script_coverage(byte_level_bpe())  # never unknown, but Cyrillic falls apart into bytes
     assert byte_level["Cyrillic"] == 0.0 and byte_level["Latin"] > 0.9
+    assert byte_level["Latin"] == 1.0  # ASCII: every byte token is a whole character
 
 
 def test_special_tokens_and_automatic_prefix() -> None:
