@@ -42,3 +42,24 @@ def chromium() -> str:
             pytest.fail(f"CI must have {CHROMIUM} (.ci/run installs Debian's chromium)")
         pytest.skip(f"no {CHROMIUM} on this machine")
     return CHROMIUM
+
+
+def hf_logits_without_heads(
+    model: workbench.WorkbenchModel, layer: int, heads: list[int], ids: torch.Tensor
+) -> torch.Tensor:
+    """HF-side reference for head ablation on a Llama-layout model: logits with the columns of ``heads``
+    zeroed in layer ``layer``'s ``o_proj`` input (a plain torch pre-hook, independent of the workbench)."""
+    d_head = model.config.hidden_size // model.config.num_attention_heads
+
+    def zero_columns(module: torch.nn.Module, args: tuple) -> tuple:
+        z = args[0].clone()
+        for head in heads:
+            z[..., head * d_head : (head + 1) * d_head] = 0
+        return (z, *args[1:])
+
+    handle = model.hf.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(zero_columns)
+    try:
+        with torch.no_grad():
+            return model.hf(input_ids=ids).logits
+    finally:
+        handle.remove()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import hf_logits_without_heads
 
 import workbench
 from workbench.errors import HookPointError, InputError
@@ -29,19 +30,7 @@ def test_zeroing_a_head_changes_logits_and_leaving_restores(
     assert (ablated - clean).abs().max() > 1e-4
     assert torch.equal(llama.forward(ids).logits, clean)
     # HF-side reference: zero head 0's slice (d_head = 64 / 4 = 16 columns) of o_proj's input directly
-    head_dim = llama.config.hidden_size // llama.config.num_attention_heads
-
-    def zero_columns(module: torch.nn.Module, args: tuple) -> tuple:
-        z = args[0].clone()
-        z[..., :head_dim] = 0
-        return (z, *args[1:])
-
-    handle = llama.hf.model.layers[1].self_attn.o_proj.register_forward_pre_hook(zero_columns)
-    try:
-        with torch.no_grad():
-            reference = llama.hf(input_ids=ids).logits
-    finally:
-        handle.remove()
+    reference = hf_logits_without_heads(llama, 1, [0], ids)
     assert torch.equal(ablated, reference)
 
 

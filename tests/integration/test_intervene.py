@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import hf_logits_without_heads
 
 import workbench
 from workbench import intervene
@@ -27,20 +28,7 @@ def test_head_ablation_changes_logits_and_exit_restores() -> None:
     assert z[:, :, [0, 2]].abs().max() == 0 and z[:, :, 1].abs().max() > 0
     assert torch.equal(model.forward(ids).logits, clean)
     # HF-side reference: zero the columns of heads 0 and 2 (d_head = 64 / 4 = 16) of layer 1's o_proj input
-    d_head = model.config.hidden_size // model.config.num_attention_heads
-
-    def zero_heads(module: torch.nn.Module, args: tuple) -> tuple:
-        z = args[0].clone()
-        for head in (0, 2):
-            z[..., head * d_head : (head + 1) * d_head] = 0
-        return (z, *args[1:])
-
-    handle = model.hf.model.layers[1].self_attn.o_proj.register_forward_pre_hook(zero_heads)
-    try:
-        with torch.no_grad():
-            reference = model.hf(input_ids=ids).logits
-    finally:
-        handle.remove()
+    reference = hf_logits_without_heads(model, 1, [0, 2], ids)
     assert torch.equal(ablated, reference)
 
 
