@@ -189,7 +189,12 @@ def batch_invariance(
         One row per ``side`` and ``batch_size``: ``max_abs_diff`` over the prompt's real positions,
         ``argmax_flips`` (positions whose top-1 token changes), ``positions`` and ``pad_tokens`` (padding
         added to the prompt's row).
+
+    Raises:
+        ValueError: No batch size, or one below 1.
     """
+    if not batch_sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in batch_sizes):
+        raise ValueError(f"batch_sizes: expected integers >= 1, got {list(batch_sizes)!r}")
     need = max(batch_sizes) - 1
     if len(fillers) < need:
         raise InputError(f"batch invariance up to batch size {max(batch_sizes)} needs {need} filler prompts")

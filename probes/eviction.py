@@ -21,7 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from probes.divergence import kl_divergence
-from probes.kvcache import kept_set
+from probes.kvcache import check_budgets, kept_set
 from workbench.models.model import WorkbenchModel
 
 
@@ -86,7 +86,14 @@ def simulate_eviction(
         policy: ``oracle``, ``recent``, ``sink_window``, ``h2o`` or ``snapkv``.
         budget: Cache entries kept per layer and KV head (``>= prompt_len`` keeps everything).
         positions: ``"original"`` or ``"cache"`` (StreamingLLM).
+
+    Raises:
+        ValueError: A prompt that leaves no continuation, or a budget below one entry.
     """
+    if not 1 <= prompt_len < ids.shape[-1]:
+        raise ValueError(f"prompt_len: expected 1 <= prompt_len < {ids.shape[-1]} tokens, got {prompt_len}")
+    if budget < 1:
+        raise ValueError(f"budget: expected at least one cache entry, got {budget}")
     runs = {}
     names = model.hook_points(r"blocks\.\d+\.attn\.hook_pattern")
     for pruned in (False, True):
@@ -133,7 +140,8 @@ def eviction_table(
     positions: str = "original",
 ) -> pd.DataFrame:
     """:func:`simulate_eviction` over policies and budgets (shares of the prompt). Columns: ``policy, budget,
-    perplexity, kl, top1_agreement, positions``."""
+    perplexity, kl, top1_agreement, positions``; budgets must lie in (0, 1] (else ``ValueError``)."""
+    check_budgets(budgets)
     rows = []
     for policy in policies:
         for share in budgets:

@@ -158,6 +158,19 @@ def quantization_error(keys: torch.Tensor, bits: int = 2, per: str = "channel") 
     return float(per_channel.mean())
 
 
+def check_budgets(budgets: tuple[float, ...]) -> None:
+    """Refuse cache budgets that are not shares of the prompt (an empty tuple, or a value outside (0, 1]).
+
+    Raises:
+        ValueError: Naming the first bad budget.
+    """
+    if not budgets:
+        raise ValueError("budgets: expected at least one share of the prompt in (0, 1]")
+    for share in budgets:
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ValueError(f"budgets: expected shares of the prompt in (0, 1], got {share!r}")
+
+
 def retention_curve(
     patterns: list[torch.Tensor],
     budgets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
@@ -172,7 +185,11 @@ def retention_curve(
 
     Returns:
         Rows ``{"policy", "budget", "retained_mass"}`` (for a tidy DataFrame).
+
+    Raises:
+        ValueError: A budget outside (0, 1].
     """
+    check_budgets(budgets)
     rows: list[dict[str, float | str]] = []
     for policy in POLICIES:
         for share in budgets:

@@ -58,7 +58,12 @@ def sink_table(
 
     Columns: ``layer, head, alpha, sink_share, metric`` (``metric`` is ``"gu2024"`` for causal models and
     ``"gu2024-adapted-bidirectional"`` for encoders).
+
+    Raises:
+        ValueError: ``eps`` outside [0, 1) (alpha is a share of attention).
     """
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
+        raise ValueError(f"eps: expected a share of attention in [0, 1), got {eps!r}")
     rows = []
     for layer in range(n_layers):
         alphas = torch.stack([key_alpha(p, key, causal) for p in capture[PATTERN.format(layer=layer)]])

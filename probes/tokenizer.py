@@ -150,9 +150,12 @@ def load_texts(path: str | Path | None = None, language: str | None = None) -> d
             if not isinstance(row, dict) or not all(isinstance(v, str) for v in row.values()):
                 raise InputError(f"{path}:{n}: expected an object of strings")
             group = [k for k in GROUP_KEYS if k in row]
-            pairs = (
-                [(row[group[0]], row["text"])] if group and set(row) == {group[0], "text"} else row.items()
-            )
+            if (group or "text" in row) and (len(group) != 1 or set(row) != {group[0], "text"}):
+                raise InputError(
+                    f"{path}:{n}: expected {{text, and one of {', '.join(GROUP_KEYS)}}} or a parallel "
+                    f"object, got keys {', '.join(row)}"
+                )
+            pairs = [(row[group[0]], row["text"])] if group else row.items()
             for lang, text in pairs:
                 texts.setdefault(lang, []).append(text)
     else:

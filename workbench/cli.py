@@ -1,11 +1,14 @@
-"""The ``workbench`` command line. User errors print one line on stderr, exit 2 (``--debug``: traceback)."""
+"""The ``workbench`` command line and its error boundary (:func:`run`).
+
+Usage errors print typer's usage line and what is wrong; a :class:`WorkbenchError` prints one line; both
+exit 2. Anything else prints one line and exits 1. ``--debug`` re-raises with the traceback.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +22,8 @@ battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: spec file
 app.add_typer(battery_app, name="battery")
 console = Console()
 DEFAULT_MODEL = "tiny-moe"
+USAGE_EXIT = 2  # usage errors and WorkbenchError
+UNEXPECTED_EXIT = 1
 
 ModelArg = Annotated[str, typer.Argument(help="Zoo name, local model directory or hub id.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the repository's own code.")]
@@ -219,9 +224,21 @@ def zoo_verify() -> None:
         raise WorkbenchError(f"zoo verification failed for {', '.join(bad)}")
 
 
+def _buildable(names: list[str]) -> list[str]:
+    """Reject names ``zoo build`` cannot make at parse time, so a typo is a usage error."""
+    from workbench.zoo.build import BUILDABLE
+
+    unknown = [n for n in names if n not in BUILDABLE]
+    if unknown:
+        raise typer.BadParameter(f"cannot build {', '.join(unknown)}; buildable: {', '.join(BUILDABLE)}")
+    return names
+
+
 @zoo_app.command("build")
 def zoo_build(
-    names: Annotated[list[str], typer.Argument(help="Entries to rebuild (or 'tokenizers').")],
+    names: Annotated[
+        list[str], typer.Argument(help="Entries to rebuild (or 'tokenizers').", callback=_buildable)
+    ],
 ) -> None:
     """Rebuild zoo entries from their seeds (fetches the corpus with apt-get; trains on this CPU)."""
     from workbench.zoo.build import build
@@ -229,8 +246,43 @@ def zoo_build(
     build(names)
 
 
+def _context(args: list[str]) -> typer.Context:
+    """A context of the deepest (sub)command named in ``args``, for errors typer raises without one."""
+    command = typer.main.get_command(app)
+    path = ["workbench"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command, path = sub, [*path, arg]
+    return typer.Context(command, info_name=" ".join(path))
+
+
+def _show_usage_error(exc: typer.TyperException, args: list[str]) -> None:
+    """Typer's usage line, the help hint and one line saying what is wrong, on stderr."""
+    ctx = getattr(exc, "ctx", None) or _context(args)
+    # a group called without a command: typer has printed its help already (typer's rich_utils tells this
+    # case by the class name too, its class living in typer's private vendored click)
+    bare_group = type(exc).__name__ == "NoArgsIsHelpError"
+    message = "Missing command." if bare_group else exc.format_message()
+    hint = f"Try '{ctx.command_path} --help' for help."
+    print(f"{ctx.get_usage()}\n{hint}\n\nError: {message}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (``--debug`` anywhere shows tracebacks and library logs)."""
+    """Run the CLI and return its exit code: the one error boundary of the command line.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``); ``--debug`` anywhere shows tracebacks and library logs.
+
+    Returns:
+        0 on success, 2 for usage errors and :class:`WorkbenchError`, 1 for anything unexpected, or the
+        code a command exits with.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
@@ -238,18 +290,26 @@ def run(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     try:
         app(args=args, prog_name="workbench", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("workbench: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as exc:  # typer's vendored click: missing, unknown or bad arguments
+        _show_usage_error(exc, args)
+        return USAGE_EXIT
     except WorkbenchError as exc:
         if debug:
             raise
-        print(f"workbench: error: {exc}", file=sys.stderr)
-        return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 130
+        print(f"workbench: error: {_one_line(str(exc))}", file=sys.stderr)
+        return USAGE_EXIT
+    except Exception as exc:
+        if debug:
+            raise
+        detail = _one_line(str(exc)).split(". ")[0] or "no message"
+        hint = "run with --debug for the traceback"
+        print(f"workbench: unexpected error: {type(exc).__name__}: {detail} ({hint})", file=sys.stderr)
+        return UNEXPECTED_EXIT
     return 0
 
 

@@ -25,3 +25,7 @@ class HookPointError(WorkbenchError):
 
 class InputError(WorkbenchError):
     """A prompt or input batch is empty, too long or malformed."""
+
+
+class CheckpointError(WorkbenchError):
+    """A model's config or weights exist but cannot be read (corrupt, truncated, unknown to transformers)."""

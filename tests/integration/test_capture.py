@@ -109,7 +109,7 @@ def test_corrupt_store_is_one_clear_error(tmp_path: Path) -> None:
     capture(model, _prompts(), CaptureSpec(points=POINTS[:1]), out_dir=tmp_path / "c", progress=False)
     shard = next((tmp_path / "c").glob("shard-*.safetensors"))
     shard.write_bytes(shard.read_bytes()[:100])
-    with pytest.raises(CorruptStoreError, match="unreadable"):
+    with pytest.raises(CorruptStoreError, match="truncated"):
         Capture.load(tmp_path / "c")
     with pytest.raises(CorruptStoreError, match="not a readable capture"):
         Capture.load(tmp_path / "nothing-here")

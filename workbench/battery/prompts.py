@@ -12,7 +12,15 @@ from workbench.zoo.registry import MODELS_DIR
 def resolve_prompts(prompts: PromptSet) -> dict[str, list[str]]:
     """Texts by group: ``heldout`` (the zoo's five held-out domains), ``parallel`` (the tokenizer probes'
     parallel sample, by language), ``short`` (two one-sentence prompts), or the user's file; at most
-    ``per_group`` texts per group (0: all), each cut to ``chars`` characters (0: whole)."""
+    ``per_group`` texts per group (0: all), each cut to ``chars`` characters (0: whole).
+
+    Raises:
+        ValueError: A negative ``per_group`` or ``chars``.
+    """
+    for key in ("per_group", "chars"):
+        value = getattr(prompts, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}: expected an int >= 0 (0: all), got {value!r}")
     if prompts.builtin == "heldout":
         groups = load_heldout_sample(MODELS_DIR.parent / "heldout")
     elif prompts.builtin == "parallel":

@@ -82,23 +82,29 @@ def _page(title: str, intro: str, sections: list[str], names: list[str]) -> str:
     )
 
 
+def _unit_list(title: str, units: list[dict]) -> str:
+    """A collapsed HTML list of units with their reasons ("" when there are none)."""
+    if not units:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(u['probe'])} on {html.escape(u['model'])}: {html.escape(u['reason'])}</li>"
+        for u in units
+    )
+    return f"<details><summary>{title}</summary><ul>{items}</ul></details>"
+
+
 def write_report(run: str | Path) -> Path:
     """Write ``report.html`` and ``summary.md`` for a finished run; return the HTML path."""
     run = Path(run)
     manifest = read_manifest(run)
     tables = run_tables(run)
-    skipped = [u for u in manifest["units"] if u["status"] == "skipped"]
+    by_status = {k: [u for u in manifest["units"] if u["status"] == k] for k in ("skipped", "failed")}
     intro = (
-        f"<p>{len(manifest['units'])} units, {len(skipped)} not applicable; "
-        f"versions: {html.escape(json.dumps(manifest['versions']))}</p>"
+        f"<p>{len(manifest['units'])} units, {len(by_status['skipped'])} not applicable, "
+        f"{len(by_status['failed'])} failed; versions: {html.escape(json.dumps(manifest['versions']))}</p>"
     )
-    if skipped:
-        intro += "<details><summary>Not applicable</summary><ul>"
-        intro += "".join(
-            f"<li>{html.escape(u['probe'])} on {html.escape(u['model'])}: {html.escape(u['reason'])}</li>"
-            for u in skipped
-        )
-        intro += "</ul></details>"
+    for status, title in (("failed", "Failed"), ("skipped", "Not applicable")):
+        intro += _unit_list(title, by_status[status])
     sections = [_section(n, probe_of(manifest, n), t) for n, t in tables.items()]
     page = _page(f"Battery: {manifest['name']}", intro, sections, list(tables))
     (run / "report.html").write_text(page, encoding="utf-8")
@@ -108,6 +114,9 @@ def write_report(run: str | Path) -> Path:
         f"Tables: `{run / 'tables'}`; report: `{run / 'report.html'}`.",
         "",
     ]
+    if by_status["failed"]:
+        lines += ["## Failed units", ""]
+        lines += [f"- {u['probe']} on {u['model']}: {u['reason']}" for u in by_status["failed"]] + [""]
     for name, table in tables.items():
         lines += [
             f"## {name}",

@@ -29,11 +29,15 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from workbench.battery.prompts import resolve_prompts
-from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError
+from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError, check_device
 from workbench.battery.units import PROBES, NotApplicable, UnitContext
 from workbench.errors import WorkbenchError
 
 _MODELS: dict[tuple[str, str, str, str | None], Any] = {}  # per process: one load per model and dtype
+
+
+class LoadFailed(str):
+    """Why a model could not be loaded (kept in place of the model, so its other units fail at once)."""
 
 
 class BatteryIncomplete(WorkbenchError):
@@ -48,10 +52,21 @@ class Unit:
     probe: ProbeEntry
 
     def path(self, root: Path, suffix: str) -> Path:
-        return root / "units" / self.probe.name / f"{self.model.name}.{suffix}"
+        return inside(root, root / "units" / self.probe.name / f"{self.model.name}.{suffix}")
 
     def done(self, root: Path) -> bool:
         return self.path(root, "parquet").exists() or self.path(root, "skip").exists()
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves (symbolic links followed) inside the run directory ``root``.
+
+    Raises:
+        SpecError: A path that would land outside ``root``.
+    """
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise SpecError(f"{path} would be written outside the run directory {root}")
+    return path
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -67,14 +82,22 @@ def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
     key = (entry.source, spec.dtype, spec.device, entry.device_map)
     if key not in _MODELS:
         _MODELS.clear()  # one model resident at a time
-        _MODELS[key] = load(
-            entry.source,
-            device=spec.device if entry.device_map is None else None,
-            dtype=getattr(torch, spec.dtype),
-            device_map=entry.device_map,
-            trust_remote_code=entry.trust_remote_code,
-        )
+        try:
+            _MODELS[key] = load(
+                entry.source,
+                device=spec.device if entry.device_map is None else None,
+                dtype=getattr(torch, spec.dtype),
+                device_map=entry.device_map,
+                trust_remote_code=entry.trust_remote_code,
+            )
+        except Exception as error:  # any loader's failure (config, weights, hub): the model's units fail
+            first = next(iter(str(error).strip().splitlines()), "") or type(error).__name__
+            _MODELS[key] = LoadFailed(f"could not load {entry.source}: {first}")
     return _MODELS[key]
+
+
+def _failed(unit: Unit, reason: str) -> dict[str, Any]:
+    return {"probe": unit.probe.name, "model": unit.model.name, "status": "failed", "reason": reason}
 
 
 def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
@@ -83,18 +106,17 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
     start = time.perf_counter()
-    store = root / "captures" / unit.model.name / unit.probe.name if spec.store else None
+    store = _store(root, unit) if spec.store else None
+    model = _model(spec, unit.model)
+    if isinstance(model, LoadFailed):
+        return _failed(unit, model)
     ctx = UnitContext(
-        _model(spec, unit.model),
-        resolve_prompts(spec.prompts[unit.probe.prompts]),
-        unit.probe.params,
-        spec.seed,
-        store,
+        model, resolve_prompts(spec.prompts[unit.probe.prompts]), unit.probe.params, spec.seed, store
     )
     try:
         table = PROBES[unit.probe.probe].run(ctx)
     except WorkbenchError as error:  # bad input for this model: recorded, the battery goes on
-        return {"probe": unit.probe.name, "model": unit.model.name, "status": "failed", "reason": str(error)}
+        return _failed(unit, str(error))
     except NotApplicable as reason:
         record = json.dumps({"skipped": str(reason)})
         _atomic(unit.path(root, "skip"), lambda p: p.write_text(record, encoding="utf-8"))
@@ -110,9 +132,42 @@ def plan(spec: BatterySpec) -> list[Unit]:
     return [Unit(model, probe) for model in spec.models for probe in spec.probes]
 
 
+def _store(root: Path, unit: Unit) -> Path:
+    return inside(root, root / "captures" / unit.model.name / unit.probe.name)
+
+
+def validate(spec: BatterySpec) -> None:
+    """Everything checked before a run writes anything: threads, device, prompt files, and that every path
+    the run writes resolves inside its directory (a spec built in code skips :func:`load_spec`'s checks).
+
+    Raises:
+        SpecError: One line naming the problem.
+    """
+    if isinstance(spec.threads, bool) or not isinstance(spec.threads, int) or spec.threads < 1:
+        raise SpecError(f"threads: expected an int >= 1, got {spec.threads!r}")
+    check_device(spec.device, "capture.device")
+    for name, prompts in spec.prompts.items():
+        try:
+            resolve_prompts(prompts)
+        except WorkbenchError as error:
+            raise SpecError(f"prompts.{name}: {error}") from None
+    root = spec.output
+    paths = [root / "manifest.json", root / "report.html", root / "summary.md"]
+    paths += [root / "tables" / f"{p.name}.parquet" for p in spec.probes]
+    for unit in plan(spec):
+        paths += [unit.path(root, "parquet"), unit.path(root, "skip")]
+        paths += [_store(root, unit)] if spec.store else []
+    for path in paths:
+        inside(root, path)
+
+
+def _has_results(root: Path) -> bool:
+    return any((root / "units").glob("*/*.parquet")) or any((root / "units").glob("*/*.skip"))
+
+
 def _check_output(spec: BatterySpec) -> None:
     manifest = spec.output / "manifest.json"
-    if manifest.exists():
+    if manifest.exists() and _has_results(spec.output):  # a manifest without results loses nothing
         try:
             previous = json.loads(manifest.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
@@ -171,7 +226,7 @@ def merge_tables(spec: BatterySpec) -> dict[str, Path]:
         if frames:
             merged = pd.concat(frames, ignore_index=True)
             merged.attrs = {}
-            path = spec.output / "tables" / f"{probe.name}.parquet"
+            path = inside(spec.output, spec.output / "tables" / f"{probe.name}.parquet")
             _atomic(path, lambda p, m=merged: m.to_parquet(p, index=False))
             paths[probe.name] = path
     return paths
@@ -218,6 +273,7 @@ def run_battery(spec: BatterySpec, ray: str | None = None, progress: bool = True
     """
     from workbench.battery.report import write_report
 
+    validate(spec)
     _check_output(spec)
     units = plan(spec)
     todo = [u for u in units if not u.done(spec.output)]

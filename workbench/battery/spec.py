@@ -33,11 +33,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.battery.params import (
+    SLUG_RULE,
+    ParamError,
+    PromptParams,
+    RunParams,
+    is_slug,
+    parse,
+    slug,
+)
 from workbench.errors import InputError
 
 BUILTIN_PROMPTS = ("heldout", "parallel", "short")
@@ -108,6 +118,23 @@ class BatterySpec:
         return hashlib.sha256(json.dumps([content, files], sort_keys=True, default=str).encode()).hexdigest()
 
 
+def check_device(device: str, at: str = "device") -> None:
+    """Refuse a device torch cannot parse, or an accelerator this machine does not have.
+
+    Raises:
+        SpecError: One line naming ``at``.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SpecError(f"{at}: not a torch device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    if count.get(parsed.type, 0) <= (parsed.index or 0):
+        raise SpecError(f"{at}: device {device!r} is not available on this machine")
+
+
 def _take(
     table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None
 ) -> Any:
@@ -126,28 +153,55 @@ def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
             raise SpecError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _unique(names: list[str], what: str, where: str) -> None:
+    """Refuse two names that would share a file (compared case-insensitively, as some file systems do)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.casefold() in seen:
+            raise SpecError(f"{where}: {what} {seen[name.casefold()]!r} and {name!r} would share one file")
+        seen[name.casefold()] = name
+
+
+def _check_source(source: str, at: str) -> None:
+    """A zoo name, an existing directory or a hub id (``name`` or ``org/name``); anything else is refused
+    before anything is written."""
+    from workbench.zoo.registry import zoo
+
+    if source in zoo() or Path(source).is_dir():
+        return
+    if ".." in source or not HUB_ID.fullmatch(source):
+        raise SpecError(f"{at}.source: no zoo model, model directory or hub id {source!r}")
+
+
 def _models(raw: list[Any], where: str) -> list[ModelEntry]:
     models = []
     for i, item in enumerate(raw):
+        at = f"{where}.models[{i}]"
         if isinstance(item, str):
             item = {"source": item}
         if not isinstance(item, dict) or not isinstance(item.get("source"), str):
-            raise SpecError(f"{where}.models[{i}]: expected a source string or {{source = ...}}")
-        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code"}, f"{where}.models[{i}]")
-        name = _take(item, "name", str, f"{where}.models[{i}]") or Path(item["source"]).name
+            raise SpecError(f"{at}: expected a source string or {{source = ...}}")
+        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code"}, at)
+        _check_source(item["source"], at)
+        name = _take(item, "name", str, at)
+        if name is None:  # the file name in the run directory comes from the source's last part
+            name = slug(Path(item["source"]).name)
+            if not name:
+                raise SpecError(f"{at}: no file name can be made from {item['source']!r}; give name = ...")
+        elif not is_slug(name):
+            raise SpecError(f"{at}.name: {name!r} is not a safe file name ({SLUG_RULE})")
         models.append(
             ModelEntry(
                 item["source"],
                 name,
-                _take(item, "device_map", str, f"{where}.models[{i}]"),
-                bool(_take(item, "trust_remote_code", bool, f"{where}.models[{i}]", False)),
+                _take(item, "device_map", str, at),
+                bool(_take(item, "trust_remote_code", bool, at, False)),
             )
         )
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise SpecError(
-            f"{where}.models: two models share the name {next(n for n in names if names.count(n) > 1)!r}"
-        )
+    _unique([m.name for m in models], "models", f"{where}.models")
     return models
 
 
@@ -159,6 +213,7 @@ def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, Promp
             raise SpecError(f"{at}: expected a table")
         _no_unknown(table, {"builtin", "file", "per_group", "chars"}, at)
         builtin, file = _take(table, "builtin", str, at), _take(table, "file", str, at)
+        cut = parse(PromptParams, {k: v for k, v in table.items() if k not in ("builtin", "file")}, at)
         if (builtin is None) == (file is None):
             raise SpecError(f"{at}: give exactly one of builtin or file")
         if builtin is not None and builtin not in BUILTIN_PROMPTS:
@@ -168,9 +223,7 @@ def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, Promp
             if not path.is_file():
                 raise SpecError(f"{at}.file: no such file {path}")
             file = str(path)
-        sets[name] = PromptSet(
-            name, builtin, file, _take(table, "per_group", int, at, 0), _take(table, "chars", int, at, 0)
-        )
+        sets[name] = PromptSet(name, builtin, file, cut.per_group, cut.chars)
     return sets
 
 
@@ -182,6 +235,8 @@ def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) 
         at = f"{where}.probes.{name}"
         if not isinstance(table, dict):
             raise SpecError(f"{at}: expected a table")
+        if not is_slug(name):
+            raise SpecError(f"{at}: {name!r} is not a safe file name ({SLUG_RULE})")
         table = dict(table)
         probe = _take(table, "probe", str, at) or name
         table.pop("probe", None)
@@ -195,12 +250,8 @@ def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) 
             raise SpecError(
                 f"{at}.prompts: no prompt set {prompts!r} (defined: {', '.join(prompt_sets) or 'none'})"
             )
-        _no_unknown(table, set(unit.params), at)
-        params = {}
-        for key, default in unit.params.items():
-            kind = (int, float) if isinstance(default, float) else type(default)
-            params[key] = _take(table, key, kind, at, default)
-        entries.append(ProbeEntry(name, probe, prompts, params))
+        entries.append(ProbeEntry(name, probe, prompts, asdict(parse(unit.params, table, at))))
+    _unique([e.name for e in entries], "probe labels", f"{where}.probes")
     return entries
 
 
@@ -225,7 +276,7 @@ def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     try:
         return _parse(raw, path, output)
-    except SpecError as error:
+    except (SpecError, ParamError) as error:
         raise SpecError(f"{path.name}: {str(error).lstrip('.')}") from None
 
 
@@ -237,23 +288,29 @@ def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) ->
     dtype = _take(capture, "dtype", str, f"{where}.capture", "float32")
     if dtype not in DTYPES:
         raise SpecError(f"{where}.capture.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    device = _take(capture, "device", str, f"{where}.capture", "cpu")
+    check_device(device, f"{where}.capture.device")
+    numbers = parse(RunParams, {k: raw[k] for k in ("seed", "threads") if k in raw}, where)
     models = _models(_take(raw, "models", list, where, []), where)
     prompt_sets = _prompt_sets(_take(raw, "prompts", dict, where, {}), path.parent, where)
     probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, where)
     if not models or not probes:
         raise SpecError("a battery needs at least one model and one probe")
     name = _take(raw, "name", str, where, path.stem)
-    out = Path(output) if output is not None else Path(_take(raw, "output", str, where, f"runs/{name}"))
+    out = _take(raw, "output", str, where)
+    if output is None and out is None and not is_slug(name):  # the name becomes runs/NAME
+        raise SpecError(f"{where}.name: {name!r} is not a safe file name ({SLUG_RULE}); give output = ...")
+    out = Path(output if output is not None else out or f"runs/{name}")
     return BatterySpec(
         name=name,
         output=out,
         models=models,
         prompts=prompt_sets,
         probes=probes,
-        seed=_take(raw, "seed", int, where, 0),
-        threads=_take(raw, "threads", int, where, 1),
+        seed=numbers.seed,
+        threads=numbers.threads,
         dtype=dtype,
-        device=_take(capture, "device", str, f"{where}.capture", "cpu"),
+        device=device,
         store=bool(_take(capture, "store", bool, f"{where}.capture", False)),
         raw=raw,
     )

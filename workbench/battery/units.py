@@ -9,7 +9,7 @@ records instead of a table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from probes import compression, decoding, eviction, kvcache, lens, moe, sinks, tokenizer
+from workbench.battery import params as P
 from workbench.capture import CaptureSpec, capture
 from workbench.capture.store import Capture
 from workbench.card import card
@@ -57,9 +58,11 @@ class UnitContext:
         return self.model.adapter.n_layers(self.model.config)
 
     def capture(self, *points: str) -> Capture:
-        """Capture hook points for the prompt set (kept on disk under the store when one is set)."""
+        """Capture hook points for the prompt set (kept on disk under the store when one is set; a unit
+        redone after a kill replaces its own store)."""
+        spec, store = CaptureSpec(points=list(points)), self.store
         return capture(
-            self.model, self.prompts, CaptureSpec(points=list(points)), out_dir=self.store, progress=False
+            self.model, self.prompts, spec, out_dir=store, progress=False, overwrite=store is not None
         )
 
     def windows(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +114,7 @@ def _eviction(ctx: UnitContext) -> pd.DataFrame:
     ids = ctx.model.tokenizer("\n".join(ctx.prompts), return_tensors="pt")["input_ids"][
         :, : prompt_len + continuation
     ]
-    if ids.shape[1] < prompt_len + 2:
+    if ids.shape[1] <= prompt_len:
         raise NotApplicable(
             f"the prompt set gives {ids.shape[1]} tokens; eviction needs more than {prompt_len}"
         )
@@ -227,31 +230,30 @@ def _batch_invariance(ctx: UnitContext) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Probe:
-    """A battery probe: its function, its default prompt set and its parameters with defaults (a spec may
-    override them; the type of each default is the type the spec must give)."""
+    """A battery probe: its function, its default prompt set and its parameter dataclass (from
+    :mod:`workbench.battery.params`: each field's type, default and range, which a spec may override)."""
 
     run: Callable[[UnitContext], pd.DataFrame]
     doc: str
     prompts: str = "heldout"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: type = P.NoParams
 
 
-_WINDOWS = {"seq_len": 64, "windows": 4}
 PROBES: dict[str, Probe] = {
     "card": Probe(_card, "Thinking-parameters card (section, field, value)."),
     "sinks": Probe(
-        _sinks, "Gu et al. first-token alpha and sink share per layer and head.", params={"eps": 0.3}
+        _sinks, "Gu et al. first-token alpha and sink share per layer and head.", params=P.SinksParams
     ),
     "massive_activations": Probe(_massive, "Sun et al. massive activations per layer and prompt."),
     "kv_retention": Probe(
         _kv_retention,
         "Retained attention mass of the last query per eviction policy and cache budget, per layer.",
-        params={"budgets": [0.1, 0.25, 0.5, 1.0]},
+        params=P.RetentionParams,
     ),
     "eviction": Probe(
         _eviction,
         "Decoding with a pruned cache: perplexity, KL and top-1 agreement against the full cache.",
-        params={"prompt_len": 64, "continuation": 16, "budgets": [0.25, 0.5, 1.0]},
+        params=P.EvictionParams,
     ),
     "moe_routing": Probe(
         _moe_routing, "Per-layer load entropy, balance losses, z-loss, repetition, consistency."
@@ -264,41 +266,31 @@ PROBES: dict[str, Probe] = {
     "compression": Probe(
         _compression,
         "Per-layer TwoNN, GRIDE, effective rank, anisotropy, explained variance, prompt entropy.",
-        params={"pooling": "all"},
+        params=P.CompressionParams,
     ),
     "lens": Probe(
         _lens,
         "Logit lens (and tuned lens) KL to the final layer, entropy, top-1 agreement.",
-        params={**_WINDOWS, "tuned_steps": 0},
+        params=P.LensParams,
     ),
     "prediction_depth": Probe(
-        _prediction_depth, "Logit-lens prediction depth distribution.", params=dict(_WINDOWS)
+        _prediction_depth, "Logit-lens prediction depth distribution.", params=P.WindowParams
     ),
     "tokenizer": Probe(
         _tokenizer,
         "Fertility, shares, tokens per byte and premium per language.",
         "parallel",
-        {"reference": "en"},
+        P.TokenizerParams,
     ),
-    "loss_per_byte": Probe(
-        _loss_per_byte, "Next-token loss per UTF-8 byte per group.", params={"window": 128}
-    ),
+    "loss_per_byte": Probe(_loss_per_byte, "Next-token loss per UTF-8 byte per group.", params=P.LossParams),
     "decoding": Probe(
         _decoding,
         "Seeded decoding sweeps: entropy, distinct-n, repetition, length, internal signals per setting.",
-        params={
-            "temperature": [0.2, 0.7, 1.0, 1.5],
-            "top_p": [0.9],
-            "top_k": [50],
-            "repetition_penalty": [1.3],
-            "max_new_tokens": 16,
-            "samples": 2,
-            "prompt_chars": 80,
-        },
+        params=P.DecodingParams,
     ),
     "batch_invariance": Probe(
         _batch_invariance,
         "Logits of a prompt alone vs first in left / right padded batches: max abs difference, argmax flips.",
-        params={"prompt": "The cat sat on the mat.", "batch_sizes": [2, 4]},
+        params=P.BatchInvarianceParams,
     ),
 }

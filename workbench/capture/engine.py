@@ -89,6 +89,15 @@ def _encode(model: WorkbenchModel, prompts: Prompts) -> list[torch.Tensor]:
     return ids
 
 
+def _texts(prompts: Prompts) -> list[str] | None:
+    """The prompts as strings for the manifest (None when token ids were given)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, torch.Tensor) or not all(isinstance(p, str) for p in prompts):
+        return None
+    return list(prompts)
+
+
 def _batch(ids: list[torch.Tensor], pad_id: int, side: str) -> dict[str, torch.Tensor]:
     length = max(len(t) for t in ids)
     input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
@@ -195,6 +204,7 @@ def capture(
     spec: CaptureSpec,
     *,
     out_dir: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Capture:
     """Capture hook points and streamed statistics for prompts, batch by batch.
@@ -204,32 +214,34 @@ def capture(
         prompts: Prompts (strings), token-id tensors of any lengths, or one [batch, pos] tensor.
         spec: What to record.
         out_dir: Directory for the capture; batches spill there when memory would exceed the budget.
+        overwrite: Replace a capture already stored in ``out_dir`` (its shards are removed once the new
+            manifest is written; other files in the directory are kept).
         progress: Show a progress bar.
 
     Raises:
         CaptureTooLargeError: The estimate exceeds the budget (checked before any forward pass).
+        StoreExistsError: ``out_dir`` holds a capture and ``overwrite`` is False (checked before any
+            forward pass).
     """
     points, stats = _names(model, spec)
     ids = _encode(model, prompts)
-    estimate = estimate_capture(model, ids, points, spec) if points else Estimate(0, 0, 1 << 62)
     directory = Path(out_dir) if out_dir is not None else None
+    meta = {
+        "model": model.source,
+        "family": model.adapter.family,
+        "revision": getattr(model.config, "_commit_hash", None),
+        "prompts": _texts(prompts),
+        "spec": spec.to_json(),
+        "model_dtype": str(next(model.hf.parameters()).dtype),
+    }
+    result = Capture(points + stats, meta, directory, overwrite=overwrite)
+    estimate = estimate_capture(model, ids, points, spec) if points else Estimate(0, 0, 1 << 62)
     if estimate.resident_bytes(spills=directory is not None) > estimate.budget_bytes:
         raise CaptureTooLargeError(
             f"capture needs about {_size(estimate.resident_bytes(directory is not None))} in memory "
             f"(stores {_size(estimate.stored_bytes)}); budget {_size(estimate.budget_bytes)}: narrow the "
             "spec, pass out_dir to spill to disk, or raise memory_budget_gb"
         )
-    meta = {
-        "model": model.source,
-        "family": model.adapter.family,
-        "revision": getattr(model.config, "_commit_hash", None),
-        "prompts": None
-        if isinstance(prompts, torch.Tensor)
-        else ([prompts] if isinstance(prompts, str) else list(prompts)),
-        "spec": spec.to_json(),
-        "model_dtype": str(next(model.hf.parameters()).dtype),
-    }
-    result = Capture(points + stats, meta, directory)
     pad = (
         model.tokenizer.pad_token_id
         if model.tokenizer is not None and model.tokenizer.pad_token_id is not None

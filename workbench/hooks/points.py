@@ -169,7 +169,8 @@ def select(
         missing_ok: Skip patterns that match nothing (e.g. MoE points on a dense model) instead of raising.
 
     Raises:
-        HookPointError: A pattern matches nothing and ``missing_ok`` is False.
+        HookPointError: A pattern is not a valid regular expression, or matches nothing and ``missing_ok``
+            is False.
     """
     patterns = [patterns] if isinstance(patterns, str) else patterns
     chosen: list[str] = []
@@ -177,7 +178,10 @@ def select(
         if pattern in points:
             hits = [pattern]
         else:
-            regex = re.compile(pattern)
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise HookPointError(f"invalid hook point pattern {pattern!r}: {exc}") from exc
             hits = [n for n in points if regex.fullmatch(n)]
         if not hits and not missing_ok:
             examples = ", ".join(list(points)[:6])

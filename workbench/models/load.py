@@ -1,41 +1,152 @@
 """``workbench.load``: one entry point for local directories, hub ids, zoo names and built models.
 
-Safetensors are preferred and pickle checkpoints (``.bin``, ``.pt``, ``.ckpt``) refused unless
-``allow_pickle=True``; ``trust_remote_code`` stays off unless asked for. When the hub cannot be reached
-the error says which id failed and how to point at a local directory instead.
+For a local directory the files transformers would load are checked first: pickle weights
+(``pytorch_model.bin`` or its shards) are refused unless ``allow_pickle=True``, truncated safetensors and
+configs transformers cannot read fail in one line. ``trust_remote_code`` stays off unless asked for. A
+bare name close to a zoo name is taken for a typo and never sent to the hub; when the hub cannot be
+reached only cached copies are tried (no retries), and the error says which id failed and how to point at
+a local directory instead.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
 
 from workbench.arch import SUPPORTED_MODEL_TYPES, unsupported_message
-from workbench.errors import ModelNotFoundError, UnsafeCheckpointError, UnsupportedFamilyError, WorkbenchError
+from workbench.errors import (
+    CheckpointError,
+    ModelNotFoundError,
+    UnsafeCheckpointError,
+    UnsupportedFamilyError,
+    WorkbenchError,
+)
 from workbench.models.model import WorkbenchModel
 from workbench.zoo.registry import resolve_zoo, zoo
 
 Backend = Literal["hf", "tl", "nnsight"]
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+ZOO_TYPO_CUTOFF = 0.8  # difflib ratio above which a bare name is taken for a misspelt zoo name
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The files ``from_pretrained(directory, use_safetensors=None)`` would load, in transformers' order.
+
+    Mirrors ``_get_resolved_checkpoint_files`` (transformers/modeling_utils.py) for a local folder without
+    variant or subfolder: the config's ``transformers_weights``, else ``model.safetensors``, its index,
+    ``pytorch_model.bin``, its index. An index stands for the shards its ``weight_map`` names.
+
+    Raises:
+        CheckpointError: The chosen index is unreadable or names a shard outside the directory.
+    """
+    from transformers.utils import (
+        CONFIG_NAME,
+        SAFE_WEIGHTS_INDEX_NAME,
+        SAFE_WEIGHTS_NAME,
+        WEIGHTS_INDEX_NAME,
+        WEIGHTS_NAME,
+    )
+
+    explicit = _read_json(directory / CONFIG_NAME).get("transformers_weights")
+    names = (
+        [explicit]
+        if explicit
+        else [SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME]
+    )
+    chosen = next((directory / n for n in names if (directory / n).is_file()), None)
+    if chosen is None:
+        return []
+    files = [chosen]
+    if chosen.name.endswith(".index.json"):
+        weight_map = _read_json(chosen).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{chosen} has no weight_map")
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+    outside = [f for f in files if f.resolve().parent != directory.resolve()]
+    if outside:
+        raise CheckpointError(f"{directory}: weights outside the directory named ({outside[0]})")
+    return files
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return value
 
 
 def _check_weights(directory: Path, allow_pickle: bool) -> None:
-    files = [p for p in directory.iterdir() if p.is_file()]
-    if any(p.suffix == ".safetensors" for p in files):
-        return
-    pickles = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
+    """Refuse what transformers would load from ``directory`` when it is a pickle (unless allowed) or broken.
+
+    Raises:
+        ModelNotFoundError: No weight file transformers would pick, or a shard is missing.
+        UnsafeCheckpointError: The chosen weights are pickle and ``allow_pickle`` is False.
+        CheckpointError: A chosen safetensors file is truncated or corrupt.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    files = _weight_files(directory)
+    if not files:
+        raise ModelNotFoundError(
+            f"{directory} has no model weights (model.safetensors, model.safetensors.index.json or, with "
+            "--allow-pickle, pytorch_model.bin)"
+        )
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise ModelNotFoundError(f"{directory} lacks the weight shard {missing[0].name}")
+    pickles = [f for f in files if f.suffix != ".safetensors"]
     if pickles and not allow_pickle:
         raise UnsafeCheckpointError(
-            f"{directory} holds only pickle weights ({pickles[0]}); pass allow_pickle=True (--allow-pickle) "
-            "if you trust them"
+            f"{directory} would load pickle weights ({pickles[0].name}); pass allow_pickle=True "
+            "(--allow-pickle) if you trust them"
         )
-    if not pickles:
-        raise ModelNotFoundError(f"{directory} has no model weights (*.safetensors)")
+    for file in files:
+        if file.suffix == ".safetensors":
+            try:  # reads and validates the header only: a truncated file fails here
+                with safe_open(file, framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{file} is not a valid safetensors file (truncated?): {exc}") from exc
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """False when the hub is offline by setting or its endpoint cannot be connected to (no retries)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):  # a proxy decides; let the hub client try
+        return True
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _unknown_name_message(text: str, hub_id: bool) -> str:
+    """Why ``text`` names no model, with the closest zoo name when there is one."""
+    names = list(zoo())
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if hub_id:  # a bare name close to a zoo name: the hub is not asked
+        return f"no zoo model or directory {text!r}; {hint}(write a hub id as ORG/NAME to ask the hub)"
+    return f"{text!r} is neither a zoo name nor a model directory nor a hub id; {hint}zoo: {', '.join(names)}"
 
 
 def _model_class(config: Any) -> Any:
@@ -50,24 +161,67 @@ def _model_class(config: Any) -> Any:
     return transformers.AutoModel
 
 
+def _read_config(location: str, label: str, common: dict[str, Any]) -> Any:
+    """``AutoConfig.from_pretrained``, its value errors and unknown ``model_type`` turned into one line."""
+    from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
+    from transformers import __version__ as transformers_version
+
+    try:
+        raw, _ = PreTrainedConfig.get_config_dict(location, **common)
+        model_type = raw.get("model_type")
+        if model_type and model_type not in CONFIG_MAPPING and "auto_map" not in raw:
+            raise UnsupportedFamilyError(
+                f"{label!r} has model_type {model_type!r}, which transformers {transformers_version} does "
+                "not know"
+            )
+        return AutoConfig.from_pretrained(location, **common)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise WorkbenchError(
+                f"{label!r} needs custom code; pass trust_remote_code=True if you trust it"
+            ) from exc
+        raise CheckpointError(f"could not read the config of {label!r}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line (first sentence of a long one) of an exception's message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text.split(". ")[0] + "."
+
+
 def _from_pretrained(
     location: str,
+    label: str,
     *,
     dtype: torch.dtype | None,
     device_map: Any,
     trust_remote_code: bool,
     revision: str | None,
     allow_generic: bool,
+    local_files_only: bool,
 ) -> tuple[nn.Module, Any]:
-    from transformers import AutoConfig, AutoTokenizer
+    from safetensors import SafetensorError
+    from transformers import AutoTokenizer
 
-    common = {"trust_remote_code": trust_remote_code, "revision": revision}
-    config = AutoConfig.from_pretrained(location, **common)
+    common = {
+        "trust_remote_code": trust_remote_code,
+        "revision": revision,
+        "local_files_only": local_files_only,
+    }
+    config = _read_config(location, label, common)
     if not allow_generic and config.model_type not in SUPPORTED_MODEL_TYPES:  # fail before loading weights
         raise UnsupportedFamilyError(unsupported_message(config.model_type))
-    model = _model_class(config).from_pretrained(
-        location, config=config, dtype=dtype or "auto", device_map=device_map, use_safetensors=None, **common
-    )
+    try:
+        model = _model_class(config).from_pretrained(
+            location,
+            config=config,
+            dtype=dtype or "auto",
+            device_map=device_map,
+            use_safetensors=None,
+            **common,
+        )
+    except SafetensorError as exc:  # a hub download or a shard the directory check could not see
+        raise CheckpointError(f"could not read the weights of {label!r}: {_first_line(exc)}") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
     except (OSError, ValueError):
@@ -86,42 +240,44 @@ def _load_source(
     allow_generic: bool,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
+    path = Path(text).expanduser()
+    hub = False
+    if not text.strip():
+        raise ModelNotFoundError(
+            f"the model name is empty; pass a zoo name ({', '.join(zoo())}), a directory or a hub id"
+        )
     if text in zoo():
         location, label = str(resolve_zoo(text)), text
-    elif Path(text).expanduser().is_dir():
-        directory = Path(text).expanduser()
-        if not (directory / "config.json").is_file():
-            raise ModelNotFoundError(f"{directory} is not a model directory (no config.json)")
-        _check_weights(directory, allow_pickle)
-        location, label = str(directory), str(directory)
-    elif Path(text).expanduser().exists() or not HUB_ID.match(text):
-        raise ModelNotFoundError(
-            f"{text!r} is neither a zoo name ({', '.join(zoo())}), a model directory nor a hub id"
-        )
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is not a model directory (no config.json)")
+        _check_weights(path, allow_pickle)
+        location, label = str(path), str(path)
+    elif path.exists() or not HUB_ID.match(text):
+        raise ModelNotFoundError(_unknown_name_message(text, hub_id=False))
+    elif "/" not in text and difflib.get_close_matches(text, zoo(), n=1, cutoff=ZOO_TYPO_CUTOFF):
+        raise ModelNotFoundError(_unknown_name_message(text, hub_id=True))  # misspelt zoo name: no hub
     else:
-        location, label = text, text
+        location, label, hub = text, text, True
     try:
         model, tokenizer = _from_pretrained(
             location,
+            label,
             dtype=dtype,
             device_map=device_map,
             trust_remote_code=trust_remote_code,
             revision=revision,
             allow_generic=allow_generic,
+            local_files_only=hub
+            and not _hub_reachable(),  # cached copies only; no retries against no network
         )
     except OSError as exc:
-        if location == text and not Path(text).exists():
+        if hub:
             raise ModelNotFoundError(
                 f"could not load hub id {text!r} (hub unreachable or no such model); download it where the "
                 "hub is reachable and pass its local directory instead, e.g. `workbench card ./models/NAME`"
             ) from exc
-        raise ModelNotFoundError(f"could not load {label!r}: {str(exc).splitlines()[0]}") from exc
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise WorkbenchError(
-                f"{label!r} needs custom code; pass trust_remote_code=True if you trust it"
-            ) from exc
-        raise
+        raise ModelNotFoundError(f"could not load {label!r}: {_first_line(exc)}") from exc
     return model, tokenizer, label
 
 
@@ -158,13 +314,16 @@ def load(
         dtype: Parameter dtype (default: the checkpoint's).
         device_map: accelerate device map (e.g. ``"auto"``) to spread a model over devices.
         trust_remote_code: Allow a repository's own modeling code.
-        allow_pickle: Allow pickle checkpoints when no safetensors exist.
+        allow_pickle: Allow pickle weights when they are what transformers would load.
         revision: Hub revision (branch, tag or commit).
         allow_generic: Accept an unsupported family with structure-found residual points only.
 
     Raises:
         ModelNotFoundError: The source cannot be resolved or has no weights.
-        UnsupportedFamilyError: No adapter for the family and ``allow_generic`` is False.
+        UnsafeCheckpointError: The weights to load are pickle and ``allow_pickle`` is False.
+        CheckpointError: The config or weights exist but cannot be read.
+        UnsupportedFamilyError: transformers does not know the ``model_type``, or no adapter for the family
+            and ``allow_generic`` is False.
     """
     label = type(source).__name__
     native: Any = None

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ def resolve_zoo(name: str) -> Path:
     """
     entries = zoo()
     if name not in entries:
-        raise ModelNotFoundError(f"no zoo model {name!r}; zoo: {', '.join(entries)}")
+        close = difflib.get_close_matches(name, entries, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ModelNotFoundError(f"no zoo model {name!r}; {hint}zoo: {', '.join(entries)}")
     problem = check(entries[name])
     if problem:
         raise ModelNotFoundError(f"zoo model {name!r}: {problem} (rebuild with `workbench zoo build {name}`)")
