@@ -49,12 +49,17 @@ def gride(points: torch.Tensor, n1: int = 1, n2: int | None = None) -> float:
     return gride_from_distances(knn_distances(points, n2, drop_duplicates=True), n1, n2)
 
 
-def _gride_ratios(distances: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
-    """``mu = r_{n2} / r_{n1}`` as DADApy's ``_filter_mus`` keeps them: ratios equal to 1 (ties) nudged to
-    ``1 + 10 eps``, ratios above ``q50 + 20 (q95 - q50)`` (overlapping points) dropped. [N']"""
+def _ratios(distances: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """The finite ``mu = r_{n2} / r_{n1}`` in float64 (a zero distance, duplicates left in, has none). [N']"""
     r = distances.double()
     mu = r[:, n2 - 1] / r[:, n1 - 1]
-    mu = mu[torch.isfinite(mu)]  # a zero distance (duplicates left in) carries no ratio
+    return mu[torch.isfinite(mu)]
+
+
+def _gride_ratios(distances: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """:func:`_ratios` as DADApy's ``_filter_mus`` keeps them: ratios equal to 1 (ties) nudged to
+    ``1 + 10 eps``, ratios above ``q50 + 20 (q95 - q50)`` (overlapping points) dropped. [N']"""
+    mu = _ratios(distances, n1, n2)
     mu = torch.where(mu == 1, mu + 10 * torch.finfo(torch.float64).eps, mu)
     q95, q50 = torch.quantile(mu, torch.tensor([0.95, 0.5], dtype=torch.float64)).tolist()
     return mu[mu < q50 + 20 * (q95 - q50)]
@@ -95,9 +100,7 @@ def gride_from_distances(distances: torch.Tensor, n1: int = 1, n2: int | None = 
 def _gride_error(distances: torch.Tensor, d: float, n1: int, n2: int) -> float:
     """DADApy's error of a GRIDE estimate: ``1 / sqrt(I(d))`` with the Fisher information ``N / d^2 +
     sum (n2 - n1 - 1) (log mu / (1 - mu^-d))^2 mu^-d`` (``_fisher_info_scaling``) on all ratios."""
-    r = distances.double()
-    mu = r[:, n2 - 1] / r[:, n1 - 1]
-    mu = mu[torch.isfinite(mu)]
+    mu = _ratios(distances, n1, n2)
     one_minus = (1 - mu ** (-d)).clamp_min(5 * torch.finfo(torch.float64).eps)
     info = mu.numel() / d**2 + ((n2 - n1 - 1) * (mu.log() / one_minus).square() * mu ** (-d)).sum()
     return float(info**-0.5)
