@@ -80,13 +80,18 @@ def choose(page: Any, label: str, option: str) -> None:
     wait_run(page, before)
 
 
-def set_prompt(page: Any, text: str) -> None:
-    """Replace the sidebar prompt (applied with Ctrl+Enter)."""
+def set_text(page: Any, label: str, text: str, submit: str = "Enter") -> None:
+    """Replace the text of the field labelled ``label`` and apply it (text areas apply with Ctrl+Enter)."""
     before = runs(page)
-    area = page.locator('[data-testid="stSidebar"] textarea')
-    area.fill(text)
-    area.press("Control+Enter")
+    field = page.get_by_label(label, exact=True)
+    field.fill(text)
+    field.press(submit)
     wait_run(page, before)
+
+
+def set_prompt(page: Any, text: str) -> None:
+    """Replace the sidebar prompt."""
+    set_text(page, "Prompt", text, submit="Control+Enter")
 
 
 def click(page: Any, name: str) -> None:

@@ -7,12 +7,24 @@ per model and prompt (``apps/cache.py``).
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 import workbench
 from apps import cache
 from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT
 from apps.views import VIEWS
+from workbench.errors import describe_unexpected, hide_paths
+
+TYPED = ("model", "battery_run", "battery_compare")  # text fields whose paths an error may repeat
+
+
+def _shown(message: str) -> str:
+    """An error as the page shows it: absolute paths other than those the user typed reduced to their
+    last part."""
+    typed = tuple(v for k in TYPED if isinstance(v := st.session_state.get(k), str))
+    return hide_paths(message, keep=typed)
 
 
 def main() -> None:
@@ -30,7 +42,10 @@ def main() -> None:
             model.encode(prompt)  # one-line errors for an over-long prompt, before any view computes
         VIEWS[title].render(source, prompt)
     except workbench.WorkbenchError as error:
-        st.error(str(error))
+        st.error(_shown(str(error)))
+    except Exception as error:  # the app's error boundary: one line here, the traceback in the server log
+        logging.getLogger("workbench.app").exception("unexpected error in the %r view", title)
+        st.error(_shown(f"unexpected error: {describe_unexpected(error)} (the server log has the traceback)"))
     finally:  # a run counter, so that a browser driver can tell when a rerun has finished
         runs = st.session_state["_runs"] = st.session_state.get("_runs", 0) + 1
         st.markdown(f'<span class="wb-run" data-run="{runs}"></span>', unsafe_allow_html=True)

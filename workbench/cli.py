@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, describe_unexpected, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
@@ -70,15 +70,14 @@ def hooks(
     generic: GenericOpt = False,
 ) -> None:
     """List a model's hook points with their shapes."""
-    from workbench.hooks.points import doc_for
+    from workbench.hooks.points import point_rows
 
     loaded = _load(model, generic=generic)
     table = Table(title=f"Hook points: {loaded.source} ({loaded.adapter.family})")
     for column in ("name", "shape", "meaning"):
         table.add_column(column)
-    for name in loaded.hook_points(pattern):
-        doc = doc_for(name)
-        table.add_row(name, doc.shape, doc.meaning)
+    for row in point_rows(loaded.hook_points(pattern)):
+        table.add_row(*row.values())
     console.print(table)
 
 
@@ -181,6 +180,7 @@ def app_command(
         "server_fileWatcherType": "none",
         "browser_gatherUsageStats": False,
         "client_toolbarMode": "viewer",
+        "client_showErrorDetails": "none",  # the app shows its own one-line errors, never a traceback
     }
     bootstrap.load_config_options(flag_options=flags)
     bootstrap.run(script, False, [], flags)
@@ -269,10 +269,6 @@ def _show_usage_error(exc: typer.TyperException, args: list[str]) -> None:
     print(f"{ctx.get_usage()}\n{hint}\n\nError: {message}", file=sys.stderr)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: the one error boundary of the command line.
 
@@ -301,14 +297,13 @@ def run(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         if debug:
             raise
-        print(f"workbench: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"workbench: error: {one_line(str(exc))}", file=sys.stderr)
         return USAGE_EXIT
     except Exception as exc:
         if debug:
             raise
-        detail = _one_line(str(exc)).split(". ")[0] or "no message"
         hint = "run with --debug for the traceback"
-        print(f"workbench: unexpected error: {type(exc).__name__}: {detail} ({hint})", file=sys.stderr)
+        print(f"workbench: unexpected error: {describe_unexpected(exc)} ({hint})", file=sys.stderr)
         return UNEXPECTED_EXIT
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class WorkbenchError(Exception):
     """Base class for errors caused by the user's input (shown as one line, no traceback)."""
@@ -29,3 +31,32 @@ class InputError(WorkbenchError):
 
 class CheckpointError(WorkbenchError):
     """A model's config or weights exist but cannot be read (corrupt, truncated, unknown to transformers)."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by spaces (an error shown on one line)."""
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.\0])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\:]+[/\\])+([^\s'\"/\\:]*)")
+
+
+def hide_paths(text: str, keep: tuple[str, ...] = ()) -> str:
+    """``text`` with every absolute path reduced to ``.../last-part``, except the paths in ``keep``.
+
+    The app shows errors with this, so that a page never shows the server's file layout beyond the paths
+    its user typed.
+    """
+    kept = {f"\0{i}\0": path for i, path in enumerate(p for p in keep if p)}
+    for marker, path in kept.items():
+        text = text.replace(path, marker)
+    text = _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
+    for marker, path in kept.items():
+        text = text.replace(marker, path)
+    return text
+
+
+def describe_unexpected(error: BaseException) -> str:
+    """One line for an exception no check anticipated: ``"TypeName: first sentence"``."""
+    detail = one_line(str(error)).split(". ")[0] or "no message"
+    return f"{type(error).__name__}: {detail}"

@@ -187,3 +187,48 @@ def test_markup_in_a_prompt_stays_text() -> None:
     app.button(key="gen_run").click().run()
     assert any(t.value.startswith(prompt) for t in app.text)
     assert all("<script" not in m.value for m in app.markdown if "wb-run" not in m.value)
+
+
+SERVER_PATHS = (str(Path(__file__).resolve().parents[2]), "site-packages", "Traceback", 'File "')
+
+
+def _one_error(app: AppTest) -> str:
+    """The one error line a page shows, with no exception element and no server path."""
+    assert not app.exception, [e.message for e in app.exception]
+    assert len(app.error) == 1, [e.value for e in app.error]
+    line = app.error[0].value
+    assert "\n" not in line.strip() and not any(p in line for p in SERVER_PATHS), line
+    return line
+
+
+@pytest.mark.parametrize("case", ["pickle_bypass", "unknown_model_type", "truncated_weights"])
+def test_broken_model_directories_show_one_line(
+    broken_models: dict[str, tuple[Path, list[str]]], case: str
+) -> None:
+    path, words = broken_models[case]
+    for view in ("Model card", "Layer activity"):
+        line = _one_error(_app(view, model=str(path)))
+        assert all(w in line for w in words), line
+
+
+def test_bad_hook_point_regex_shows_one_line() -> None:
+    app = _app("Model card", model="tiny-llama")
+    assert "blocks.0.hook_resid_post" in app.dataframe[1].value.name.tolist()
+    app.text_input(key="card_pattern").set_value(r"blocks\.0\.hook_resid_(pre|post)").run()
+    assert app.dataframe[1].value.name.tolist() == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+    app.text_input(key="card_pattern").set_value("(").run()
+    assert "invalid hook point pattern '('" in _one_error(app)
+
+
+def test_an_unexpected_error_is_one_line_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose sinks table is Parquet of the wrong shape fails where no check looks: the page shows
+    one line (type and message, no traceback, no server path), the server log the traceback."""
+    spec = tmp_path / "s.toml"
+    spec.write_text('models = ["planted-sink"]\n[prompts.p]\nbuiltin = "short"\n[probes.sinks]\n')
+    run = run_battery(load_spec(spec, tmp_path / "run"), progress=False)
+    pd.DataFrame({"unrelated": [1.0]}).to_parquet(run / "tables" / "sinks.parquet")
+    app = _app("Battery results")
+    app.text_input(key="battery_run").set_value(str(run)).run()
+    line = _one_error(app)
+    assert line.startswith("unexpected error: KeyError: ") and "server log" in line
+    assert any(r.name == "workbench.app" and r.exc_info for r in caplog.records)

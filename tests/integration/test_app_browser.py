@@ -5,17 +5,30 @@ saves screenshots."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import workbench
 from apps.data import DEFAULT_MODEL
-from apps.driver import choose, click, open_view, runs, served, set_prompt, wait_run
+from apps.driver import choose, click, open_view, runs, served, set_prompt, set_text, wait_run
 from apps.views import VIEWS
 
 
+def _one_error(page: Any, words: list[str]) -> str:
+    """The one error the page shows, holding ``words``; no exception element, no server path."""
+    shown = page.locator('[data-testid="stAlertContentError"]')
+    assert shown.count() == 1 and page.locator('[data-testid="stException"]').count() == 0
+    line = shown.inner_text().strip()
+    assert all(w in line for w in words) and "\n" not in line, line
+    assert str(Path(__file__).resolve().parents[2]) not in line and "site-packages" not in line, line
+    return line
+
+
 @pytest.mark.slow
-def test_every_view_in_chromium(tmp_path: Path, chromium: str) -> None:
+def test_every_view_in_chromium(
+    tmp_path: Path, chromium: str, broken_models: dict[str, tuple[Path, list[str]]]
+) -> None:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -57,6 +70,13 @@ def test_every_view_in_chromium(tmp_path: Path, chromium: str) -> None:
         assert page.get_by_text(markup, exact=False).count() >= 1
         assert page.locator("script:has-text('alert(\"x\")')").count() == 0
         page.screenshot(path=tmp_path / "markup.png", full_page=True)
+        for path, words in broken_models.values():  # one line each, no traceback, no server path
+            set_text(page, "Model (zoo name or local directory)", str(path))
+            _one_error(page, words)
+        set_text(page, "Model (zoo name or local directory)", "tiny-llama")
+        open_view(page, "Model card")
+        set_text(page, "Hook point pattern (regular expression)", "(")
+        _one_error(page, ["invalid hook point pattern '('"])
         browser.close()
     assert errors == [] and dialogs == []
     assert len(list(tmp_path.glob("*.png"))) == len(VIEWS) + 2

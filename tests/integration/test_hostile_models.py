@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from conftest import pickle_only
 
 import workbench
 from workbench.cli import run
@@ -54,34 +54,31 @@ def copy(saved: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved, tmp_path / "model"))
 
 
-def _pickle_only(directory: Path) -> dict[str, torch.Tensor]:
-    """Replace the directory's safetensors by a ``pytorch_model.bin`` pickle; return the state dict."""
-    state = build_tiny("llama").state_dict()
-    (directory / "model.safetensors").unlink()
-    torch.save(state, directory / "pytorch_model.bin")
-    return state
-
-
-def test_pickle_beside_unrelated_safetensors_is_refused(
-    copy: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("case", ["pickle_bypass", "unknown_model_type", "truncated_weights"])
+def test_broken_model_directories(
+    broken_models: dict[str, tuple[Path, list[str]]], case: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _pickle_only(copy)
-    save_file({"unrelated": torch.zeros(2)}, copy / "x.safetensors")
+    """In a fresh process (the pickle-bypass directory: as a user runs it) and in this one."""
+    path, words = broken_models[case]
     result = subprocess.run(
-        [sys.executable, "-m", "workbench", "card", str(copy)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
+        [sys.executable, "-m", "workbench", "card", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 2
     line = _one_line(result.stderr)
-    assert "pytorch_model.bin" in line and "--allow-pickle" in line
-    assert run(["card", str(copy), "--allow-pickle", "--format", "json"]) == 0
+    assert all(w in line for w in words), line
+    assert _refused(["card", str(path)], capsys) == line
+
+
+def test_pickle_loads_when_allowed(
+    broken_models: dict[str, tuple[Path, list[str]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = broken_models["pickle_bypass"]
+    assert run(["card", str(path), "--allow-pickle", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["architecture"]["layers"] == 3
 
 
 def test_sharded_pickle_is_refused(copy: Path) -> None:
-    state = _pickle_only(copy)
+    state = pickle_only(copy)
     shard = "pytorch_model-00001-of-00001.bin"
     (copy / "pytorch_model.bin").rename(copy / shard)
     index = {"metadata": {}, "weight_map": dict.fromkeys(state, shard)}
@@ -94,19 +91,6 @@ def test_safetensors_preferred_over_a_pickle_beside_it(copy: Path) -> None:
     """transformers loads model.safetensors first, so a pickle next to it is never read: no refusal."""
     torch.save({"not": torch.zeros(1)}, copy / "pytorch_model.bin")
     assert workbench.load(str(copy)).adapter.family == "llama"
-
-
-def test_unknown_model_type(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "model_type": "no_such_family"}))
-    assert "model_type 'no_such_family'" in _refused(["card", str(copy)], capsys)
-
-
-def test_truncated_weights(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    weights = copy / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    line = _refused(["card", str(copy)], capsys)
-    assert "model.safetensors" in line and "truncated" in line
 
 
 def test_bad_pattern_regex(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:

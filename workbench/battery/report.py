@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
+from workbench.battery.params import is_slug
 from workbench.battery.units import PROBES
 from workbench.battery.views import FIGURES, SUMMARIES
 from workbench.errors import InputError
@@ -25,24 +26,62 @@ FULL_ROWS = 400  # rows of a full table shown in the page (the Parquet file has 
 
 
 def run_tables(run: Path) -> dict[str, pd.DataFrame]:
-    """The merged table of every probe of a run, by probe label (spec order)."""
-    manifest = read_manifest(run)
-    names = [p for p in manifest["spec"].get("probes", {})]
-    return {
-        n: pd.read_parquet(run / "tables" / f"{n}.parquet")
-        for n in names
-        if (run / "tables" / f"{n}.parquet").exists()
-    }
+    """The merged table of every probe of a run, by probe label (spec order).
+
+    Raises:
+        InputError: A table that is not readable Parquet.
+    """
+    tables = {}
+    for name in read_manifest(run)["spec"]["probes"]:
+        path = Path(run) / "tables" / f"{name}.parquet"
+        if path.exists():
+            try:
+                tables[name] = pd.read_parquet(path)
+            except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+                raise InputError(f"{path}: not a readable Parquet table ({type(error).__name__})") from None
+    return tables
 
 
 def read_manifest(run: Path) -> dict:
+    """A run's manifest, checked as far as reading the run needs: a ``spec`` whose probe labels are file
+    names (a manifest from elsewhere cannot point outside the run) and whose probe tables are tables.
+
+    Raises:
+        InputError: No manifest, damaged JSON, or a manifest of the wrong shape.
+    """
     path = Path(run) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{run} is not a battery run (no manifest.json)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError(f"{path}: damaged manifest") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise InputError(f"{path}: not a battery manifest ({problem})")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str:
+    """What is wrong with the shape of a manifest read from a run directory ("" when nothing): its probe
+    labels must be file names (a manifest from elsewhere cannot point outside the run) naming known probes,
+    and its units and versions what the reports read."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("name"), str):
+        return "no name"
+    probes = manifest.get("spec", {}).get("probes") if isinstance(manifest.get("spec"), dict) else None
+    if not isinstance(probes, dict) or not all(is_slug(n) and isinstance(t, dict) for n, t in probes.items()):
+        return "spec.probes must map file-name labels to tables"
+    if any(t.get("probe", n) not in PROBES for n, t in probes.items()):
+        return "spec.probes names an unknown probe"
+    units = manifest.get("units")
+    keys = ("probe", "model", "status", "reason")
+    if not isinstance(units, list) or not all(
+        isinstance(u, dict) and all(isinstance(u.get(k, ""), str) for k in keys) for u in units
+    ):
+        return "units must be a list of tables of strings"
+    if not isinstance(manifest.get("versions"), dict):
+        return "no versions"
+    return ""
 
 
 def probe_of(manifest: dict, name: str) -> str:

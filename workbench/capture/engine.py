@@ -61,8 +61,14 @@ def _names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[st
 
 
 def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
-    points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
     layers = range(model.adapter.n_layers(model.config))
+    for what, chosen, count in (
+        ("layer", spec.layers, len(layers)),
+        ("head", spec.heads, model.adapter.n_heads(model.config)),
+    ):
+        if chosen and max(chosen) >= count:
+            raise InputError(f"{what} {max(chosen)} does not exist: the model has {count} {what}s")
+    points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
     stats = [
         f"blocks.{layer}.attn.{STAT_POINTS[s]}"
         for layer in layers
@@ -122,38 +128,56 @@ def _selected(n: int, spec: CaptureSpec) -> int:
     return len(spec.positions)
 
 
+STAT_TEMPORARIES = 5  # [batch, head, chunk, k_pos] float32 tensors alive at once in streamed_stats
+
+
 def estimate_capture(
-    model: WorkbenchModel, ids: list[torch.Tensor], names: list[str], spec: CaptureSpec
+    model: WorkbenchModel,
+    ids: list[torch.Tensor],
+    names: list[str],
+    spec: CaptureSpec,
+    stats: Sequence[str] = (),
 ) -> Estimate:
     """Estimate stored and per-batch bytes from a 2-token dry run (once per model and point set; sizes
-    scale as pos or pos^2).
+    scale as pos or pos^2), and of the streamed statistics from the model's head count.
 
     Stored: for each point, elements per position (per position pair for patterns) x kept positions x the
-    storage element size. Per batch: the hook values of the largest padded batch as the model emits them.
+    storage element size (integer values, such as expert ids, keep their own). Each statistic stores one
+    float32 per kept head and position. Per batch: the hook values of the largest padded batch as the model
+    emits them, the statistics of every layer, and one query chunk's scores and temporaries.
     """
     key = ("capture_sizes", tuple(names))
     if key not in model.memo:
-        per_position: dict[str, tuple[float, int]] = {}
+        per_position: dict[str, tuple[float, int, bool]] = {}
 
         def measure(value: torch.Tensor, name: str) -> None:
-            per_position[name] = (
-                value.numel() / 2 ** layout_for(name).positions_power(),
-                value.element_size(),
-            )
+            power = layout_for(name).positions_power()
+            per_position[name] = (value.numel() / 2**power, value.element_size(), value.is_floating_point())
 
-        with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
-            model.base(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
+        if names:
+            with torch.no_grad(), model.hooks(dict.fromkeys(names, measure)):
+                model.base(input_ids=torch.ones(1, 2, dtype=torch.long, device=model.device))
         model.memo[key] = per_position
-    per_position = model.memo[key]
     storage = spec.torch_dtype()
+    storage_size = torch.tensor([], dtype=storage).element_size() if storage else None
     lengths = [len(t) for t in ids]
     batch_prompts, longest = min(spec.batch_size, len(ids)), max(lengths)
     stored = batch = 0.0
-    for name, (elements, size) in per_position.items():
+    for name, (elements, size, floating) in model.memo[key].items():
         power = layout_for(name).positions_power()
-        stored_size = torch.tensor([], dtype=storage).element_size() if storage else size
+        stored_size = storage_size if storage_size and floating else size
         stored += elements * stored_size * sum(_selected(n, spec) * n ** (power - 1) for n in lengths)
         batch += elements * size * batch_prompts * longest**power
+    if stats:
+        heads = model.adapter.n_heads(model.config)
+        kept = len(spec.heads) if spec.heads is not None else heads
+        stat_size = storage_size or 4
+        for name in stats:
+            by_query = layout_for(name).pos_axis is not None  # key mass is per key: every position kept
+            stored += kept * stat_size * sum(_selected(n, spec) if by_query else n for n in lengths)
+        batch += (
+            4 * heads * batch_prompts * longest * (len(stats) + STAT_TEMPORARIES * min(spec.chunk, longest))
+        )
     if spec.memory_budget_gb is not None:
         budget = int(spec.memory_budget_gb * 2**30)
     elif stored + batch < SMALL_CAPTURE:
@@ -235,12 +259,18 @@ def capture(
         "model_dtype": str(next(model.hf.parameters()).dtype),
     }
     result = Capture(points + stats, meta, directory, overwrite=overwrite)
-    estimate = estimate_capture(model, ids, points, spec) if points else Estimate(0, 0, 1 << 62)
-    if estimate.resident_bytes(spills=directory is not None) > estimate.budget_bytes:
+    estimate = estimate_capture(model, ids, points, spec, stats)
+    spills = directory is not None
+    if estimate.resident_bytes(spills) > estimate.budget_bytes:
+        options = (
+            "narrow the spec, lower batch_size or chunk (spilling to out_dir keeps one batch in memory)"
+            if spills
+            else "narrow the spec, pass out_dir to spill to disk"
+        )
         raise CaptureTooLargeError(
-            f"capture needs about {_size(estimate.resident_bytes(directory is not None))} in memory "
-            f"(stores {_size(estimate.stored_bytes)}); budget {_size(estimate.budget_bytes)}: narrow the "
-            "spec, pass out_dir to spill to disk, or raise memory_budget_gb"
+            f"capture needs about {_size(estimate.resident_bytes(spills))} in memory "
+            f"(stores {_size(estimate.stored_bytes)}); budget {_size(estimate.budget_bytes)}: {options}, "
+            "or raise memory_budget_gb"
         )
     pad = (
         model.tokenizer.pad_token_id

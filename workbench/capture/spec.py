@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -17,6 +18,29 @@ STATS = ("sink_mass", "key_mass", "entropy")
 REDUCTIONS = ("mean_pos", "norm")
 
 
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sequence(value: object) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _strings(value: object) -> bool:
+    return _sequence(value) and all(isinstance(v, str) for v in value)
+
+
+def _positions(value: object) -> bool:
+    if isinstance(value, tuple):
+        return len(value) == 2 and all(_int(p) or p is None for p in value)
+    return value in ("all", "last") or (isinstance(value, list) and all(_int(p) for p in value))
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 @dataclass
 class CaptureSpec:
     """What to capture.
@@ -27,7 +51,8 @@ class CaptureSpec:
         heads: Keep only these heads on per-head points (None: all).
         positions: ``"all"``, ``"last"``, a list of token indices (negative counts from the end) or a
             ``(start, stop)`` slice, applied to real tokens after padding is removed (query axis of patterns).
-        dtype: Storage dtype name (``"float32"``, ``"bfloat16"`` ...); None keeps the model's.
+        dtype: Storage dtype name of floating-point values (``"float32"``, ``"bfloat16"`` ...); None keeps
+            the model's. Integer values (expert ids) keep their own dtype.
         reduce: Optional reduction per stored value: ``"mean_pos"`` (mean over positions) or ``"norm"``
             (L2 norm over the last axis).
         stats: Streamed attention statistics (``sink_mass``, ``key_mass``, ``entropy``), computed in query
@@ -57,6 +82,7 @@ class CaptureSpec:
     def __post_init__(self) -> None:
         if isinstance(self.points, str):
             self.points = [self.points]
+        self._check_types()
         unknown = [s for s in self.stats if s not in STATS]
         if unknown:
             raise InputError(f"unknown streamed statistic {unknown[0]!r}; choose from {', '.join(STATS)}")
@@ -66,6 +92,35 @@ class CaptureSpec:
             raise InputError("the capture spec selects nothing: give points or stats")
         if self.padding_side not in ("right", "left"):
             raise InputError("padding_side must be 'right' or 'left'")
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type or range (one line naming the field) before anything uses them,
+        so that a budget of ``"abc"`` cannot become a string repeated 2^30 times."""
+        if not _strings(self.points) or not _strings(self.stats):
+            raise InputError("points and stats must be lists of strings")
+        for name in ("layers", "heads"):
+            value = getattr(self, name)
+            if value is not None and not (_sequence(value) and all(_int(v) and v >= 0 for v in value)):
+                raise InputError(f"{name} must be None or a list of ints >= 0, got {_show(value)}")
+        if not _positions(self.positions):
+            expected = "'all', 'last', a list of ints or a (start, stop) pair"
+            raise InputError(f"positions must be {expected}, got {_show(self.positions)}")
+        for name in ("sink_tokens", "chunk", "batch_size"):
+            value = getattr(self, name)
+            if not (_int(value) and value >= 1):
+                raise InputError(f"{name} must be an int >= 1, got {_show(value)}")
+        budget = self.memory_budget_gb
+        if budget is not None and not (
+            isinstance(budget, int | float) and not isinstance(budget, bool) and 0 < budget < math.inf
+        ):
+            raise InputError(f"memory_budget_gb must be None or a number > 0, got {_show(budget)}")
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            raise InputError(f"dtype must be None or a dtype name, got {_show(self.dtype)}")
+        dtype = self.torch_dtype()
+        if dtype is not None and not dtype.is_floating_point:
+            raise InputError(
+                f"dtype must be a floating-point dtype (storage of float values), got {self.dtype!r}"
+            )
 
     def torch_dtype(self) -> torch.dtype | None:
         """The storage dtype as a torch dtype."""
@@ -103,7 +158,7 @@ class CaptureSpec:
         elif self.reduce == "norm":
             value = value.float().norm(dim=-1)
         dtype = self.torch_dtype()
-        return value.to(dtype) if dtype is not None else value
+        return value.to(dtype) if dtype is not None and value.is_floating_point() else value
 
     def to_json(self) -> str:
         """The spec as JSON (stored in the capture manifest)."""

@@ -158,6 +158,11 @@ def doc_for(name: str) -> PointDoc:
     raise HookPointError(f"unknown hook point {name!r}")
 
 
+def point_rows(names: list[str]) -> list[dict[str, str]]:
+    """``name, shape, meaning`` of each point name, for the CLI's and the app's hook-point tables."""
+    return [{"name": n, "shape": (doc := doc_for(n)).shape, "meaning": doc.meaning} for n in names]
+
+
 def select(
     points: dict[str, ResolvedPoint], patterns: list[str] | str, missing_ok: bool = False
 ) -> list[str]:
