@@ -30,6 +30,7 @@ test: lint
 
 docs: $(STAMP)
 	$(BIN)/python -m workbench.hooks.docs > docs/hook_points.md
+	$(BIN)/python -m workbench.families.table > docs/families.md
 
 clean:
 	rm -rf $(VENV)

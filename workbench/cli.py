@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.errors import WorkbenchError, describe_unexpected, one_line
+from workbench.errors import InputError, WorkbenchError, describe_unexpected, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
@@ -79,6 +79,32 @@ def hooks(
     for row in point_rows(loaded.hook_points(pattern)):
         table.add_row(*row.values())
     console.print(table)
+
+
+@app.command()
+def families(
+    model_type: Annotated[
+        list[str] | None, typer.Argument(help="Model types to check (default: every causal-LM type).")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Also write the table as Parquet here.")] = None,
+) -> None:
+    """Every causal-LM family of the installed transformers: full / partial / none, from exactness checks
+    on each family's tiny random-init config."""
+    from workbench.families.table import causal_model_types, coverage, coverage_frame
+
+    known = set(causal_model_types())
+    unknown = [t for t in model_type or [] if t not in known]
+    if unknown:
+        raise InputError(f"not a causal-LM model type of this transformers: {', '.join(unknown)}")
+    frame = coverage_frame(coverage(model_type or None))
+    table = Table(title="Families")
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    if out:
+        frame.to_parquet(out)
 
 
 @app.command()

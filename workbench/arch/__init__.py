@@ -1,4 +1,6 @@
-"""Architecture adapters: one module per family, looked up by ``config.model_type``."""
+"""Architecture adapters: a family's file in this package holds only what the model cannot show (router
+conventions, MLA, learned sinks ...); every other family's adapter is discovered from the model itself
+(:mod:`workbench.arch.discover`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from workbench.arch.base import ArchAdapter, RouterConvention, Site
 from workbench.arch.bert import BertAdapter
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
 from workbench.arch.deepseek_v3 import DeepseekV3Adapter
+from workbench.arch.discover import DiscoveredAdapter, Layout, discover_layout
 from workbench.arch.generic import GenericAdapter
 from workbench.arch.gpt2 import GPT2Adapter
 from workbench.arch.gpt_oss import GptOssAdapter
@@ -38,41 +41,63 @@ BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))
 
 
-def unsupported_message(model_type: str | None) -> str:
-    """The one-line error for a family without an adapter."""
+def discoverable(model_type: str | None) -> bool:
+    """Whether a family may be served: it has a file here, or transformers has a causal LM for it (its
+    adapter is then discovered when the model is loaded)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return model_type in BY_MODEL_TYPE or model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def unsupported_message(model_type: str | None, why: str = "transformers has no causal LM for it") -> str:
+    """The one-line error for a family the workbench cannot serve."""
     return (
-        f"unsupported model family {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)} "
+        f"unsupported model family {model_type!r}: {why} "
         "(allow_generic=True / --generic gives residual-stream points only)"
     )
 
 
+_LAYOUTS: dict[tuple[type, str], Layout] = {}
+
+
 def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter:
-    """The adapter for an HF model, by ``config.model_type``.
+    """The adapter for an HF model: its family's file by ``config.model_type``, else one discovered from a
+    dry forward (cached per model class and config).
 
     Args:
         model: A transformers ``PreTrainedModel``.
-        allow_generic: Return a structure-based :class:`GenericAdapter` for unknown families instead of
+        allow_generic: Return a structure-based :class:`GenericAdapter` when discovery fails instead of
             raising.
 
     Raises:
-        UnsupportedFamilyError: The family is unknown and ``allow_generic`` is False.
+        UnsupportedFamilyError: Discovery failed and ``allow_generic`` is False.
     """
     config: Any = model.config
     model_type = getattr(config, "model_type", None)
     if model_type in BY_MODEL_TYPE:
         return BY_MODEL_TYPE[model_type]()
-    if allow_generic:
-        return GenericAdapter(getattr(model, "base_model", model), config)
-    raise UnsupportedFamilyError(unsupported_message(model_type))
+    key = (type(model), config.to_json_string(use_diff=False))
+    try:
+        if key not in _LAYOUTS:
+            _LAYOUTS[key] = discover_layout(model)
+        return DiscoveredAdapter(str(model_type), _LAYOUTS[key])
+    except UnsupportedFamilyError as error:
+        if allow_generic:
+            return GenericAdapter(getattr(model, "base_model", model), config)
+        refusal = UnsupportedFamilyError(unsupported_message(model_type, str(error)))
+        refusal.reason = str(error)  # the discovery's own words, for the coverage table
+        raise refusal from None
 
 
 __all__ = [
     "ADAPTERS",
     "SUPPORTED_MODEL_TYPES",
     "ArchAdapter",
+    "DiscoveredAdapter",
     "GenericAdapter",
     "RouterConvention",
     "Site",
     "adapter_for",
+    "discoverable",
     "unsupported_message",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from workbench.arch.base import ArchAdapter, Site, get_submodule
+from workbench.arch.base import ArchAdapter, Site, get_submodule, has_submodule
 from workbench.errors import HookPointError
 
 
@@ -141,7 +141,8 @@ def resolve_points(base: nn.Module, adapter: ArchAdapter) -> dict[str, ResolvedP
     for name, site in adapter.model_sites().items():
         points[name] = ResolvedPoint(name, get_submodule(base, site.path), site, None)
     for layer, block in enumerate(adapter.block_modules(base)):
-        attn = get_submodule(block, adapter.attn) if adapter.family != "generic" else None
+        with_attn = adapter.family != "generic" and has_submodule(block, adapter.attn)
+        attn = get_submodule(block, adapter.attn) if with_attn else None
         for suffix, site in adapter.block_sites(block).items():
             name = f"blocks.{layer}.{suffix}"
             points[name] = ResolvedPoint(name, get_submodule(block, site.path), site, layer, attn)

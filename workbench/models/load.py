@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import torch
 from torch import nn
 
-from workbench.arch import SUPPORTED_MODEL_TYPES, unsupported_message
+from workbench.arch import discoverable, unsupported_message
 from workbench.errors import (
     CheckpointError,
     ModelNotFoundError,
@@ -209,7 +209,7 @@ def _from_pretrained(
         "local_files_only": local_files_only,
     }
     config = _read_config(location, label, common)
-    if not allow_generic and config.model_type not in SUPPORTED_MODEL_TYPES:  # fail before loading weights
+    if not allow_generic and not discoverable(config.model_type):  # fail before loading weights
         raise UnsupportedFamilyError(unsupported_message(config.model_type))
     try:
         model = _model_class(config).from_pretrained(

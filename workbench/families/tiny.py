@@ -1,0 +1,60 @@
+"""A tiny random-init config of any model type, from the family's own config class.
+
+Size fields are set to small values wherever the config class takes them (under any of the names
+families use); everything else keeps the family's defaults, so its distinctive features stay on. Fields
+that must agree with others (RoPE sub-dimensions, per-layer type lists) are derived from the small sizes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+VOCAB = 512
+LAYERS = 2
+SIZES: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim"), 64),
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers"), LAYERS),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads"), 4),
+    **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), 2),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size"), 96),
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"), 128),
+    "head_dim": 16,
+    "rotary_dim": 8,  # GPT-J, CodeGen: RoPE on part of each 16-wide head
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 4),
+    **dict.fromkeys(("num_experts_per_tok", "moe_topk", "moe_k", "top_k"), 2),
+    **dict.fromkeys(
+        ("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size"), 32
+    ),
+    "kv_lora_rank": 16,
+    "q_lora_rank": 24,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 16,
+    "n_group": 2,
+    "topk_group": 1,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "sliding_window": 8,
+}
+
+
+def tiny_config(model_type: str, **overrides: Any) -> Any:
+    """A small config of ``model_type``'s own config class (``CONFIG_MAPPING[model_type]``).
+
+    Args:
+        model_type: A transformers model type (``gpt_neox``, ``gemma2`` ...).
+        **overrides: Fields set on top of the small sizes.
+    """
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    default = cls()
+    kwargs = {k: v for k, v in SIZES.items() if k in params or (takes_any and hasattr(default, k))}
+    if "qk_rope_head_dim" in kwargs:  # MLA: the head sizes are the rope / nope / value dimensions
+        kwargs.pop("head_dim", None)
+    return cls(**{**kwargs, **overrides})

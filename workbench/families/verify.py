@@ -1,0 +1,279 @@
+"""The exactness checks a family passes on its tiny config, and its status in the coverage table.
+
+Each check compares a hook point with a reference the workbench does not compute (max abs difference,
+float32, tolerance :data:`TOLERANCE`):
+
+- ``resid``: ``hook_resid_pre`` / ``hook_resid_post`` / ``ln_final.hook_normalized`` equal HF's
+  ``output_hidden_states``;
+- ``pattern``: ``attn.hook_pattern`` equals HF's eager ``output_attentions``;
+- ``scores``: ``softmax(attn.hook_attn_scores)`` is the pattern (families with learned sinks excepted);
+- ``z``: ``attn.hook_z`` through the output projection (the module itself) is ``hook_attn_out``;
+- ``resid_mid``: with the MLP's output zeroed by a plain torch hook, the block returns ``hook_resid_mid``;
+- ``mlp_out``: ``resid_post - resid_mid`` (sequential blocks without a post-MLP norm) or
+  ``resid_post - resid_pre - attn_out`` (parallel blocks) is ``hook_mlp_out``;
+- ``router``: router logits and the chosen expert ids equal the router module's own output;
+- ``stats``: the streamed sink mass, key mass and entropy equal those of the eager pattern.
+
+A family is *full* when every block offers the standard points (``hook_resid_mid`` only where the block is
+sequential; router points for MoE families) and every check passes; *partial* lists what is missing or
+failed; *none* gives the reason it could not be served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+STANDARD = (
+    "hook_resid_pre",
+    "hook_resid_post",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_mlp_out",
+)
+ROUTER = ("moe.hook_router_logits", "moe.hook_expert_weights", "moe.hook_expert_indices")
+MOE_CONFIG_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+TOLERANCE = 1e-5
+MAX_PARAMETERS = 20_000_000
+PROMPT = (1, 5, 7, 9, 11, 13, 17)
+
+
+@dataclass
+class FamilyResult:
+    """One row of the coverage table."""
+
+    model_type: str
+    status: str  # "full", "partial" or "none"
+    points: int = 0  # hook points of block 0
+    missing: list[str] = field(default_factory=list)
+    errors: dict[str, float] = field(default_factory=dict)  # check -> max abs difference
+    failed: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def row(self) -> dict[str, Any]:
+        """Tidy row for the table."""
+        detail = self.reason or "; ".join(
+            [f"missing {', '.join(self.missing)}"] * bool(self.missing)
+            + [f"{c} differs by {self.errors[c]:.1e}" for c in self.failed]
+        )
+        return {"model_type": self.model_type, "status": self.status, "points": self.points, "detail": detail}
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+class _Checks:
+    """Largest difference seen per check."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, float] = {}
+
+    def add(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.errors[name] = max(self.errors.get(name, 0.0), _max_diff(a, b))
+
+
+def _hf_reference(model: Any, ids: torch.Tensor) -> Any:
+    from workbench.models.model import attention_implementation
+
+    with torch.no_grad(), attention_implementation(model.hf, "eager"):
+        return model.hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
+
+
+def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> torch.Tensor:
+    """Block ``layer``'s output when its MLP returns zeros (plain torch hooks, no workbench code)."""
+    block = model.adapter.block_modules(model.base)[layer]
+    mlp = block.get_submodule(model.adapter.mlp)
+    seen: dict[str, torch.Tensor] = {}
+
+    def zero(module: Any, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (torch.zeros_like(output[0]), *output[1:])
+        return torch.zeros_like(output)
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        seen["out"] = output[0] if isinstance(output, tuple) else output
+
+    handles = [mlp.register_forward_hook(zero), block.register_forward_hook(keep)]
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen["out"]
+
+
+def _router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
+    """Each MoE block's router module output (plain torch hooks)."""
+    returned: dict[int, tuple] = {}
+    handles = []
+    for layer, block in enumerate(model.adapter.block_modules(model.base)):
+        if model.adapter.is_moe_block(block):
+            router = block.get_submodule(model.adapter.router)
+            handles.append(
+                router.register_forward_hook(lambda m, a, out, L=layer: returned.__setitem__(L, out))
+            )
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return returned
+
+
+def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor], checks: _Checks) -> None:
+    from workbench.capture import CaptureSpec, capture
+
+    stats = capture(model, ids, CaptureSpec(stats=["sink_mass", "key_mass", "entropy"]), progress=False)
+    for name in stats.names:
+        layer = int(name.split(".")[1])
+        pattern = values.get(f"blocks.{layer}.attn.hook_pattern")
+        if pattern is None:
+            continue
+        p = pattern[0].double()  # [head, q, k]
+        expected = {
+            "stat_sink_mass": p[..., 0],
+            "stat_key_mass": p.sum(1),
+            "stat_entropy": -(p * p.clamp_min(1e-30).log()).sum(-1),
+        }[name.split(".")[-1]]
+        checks.add("stats", stats[name][0], expected)
+
+
+def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[str]]:
+    """Run every check on a loaded model; return the largest difference per check and the block-0 points
+    that are missing.
+
+    Args:
+        model: A loaded :class:`~workbench.models.model.WorkbenchModel` (HF backend).
+        ids: Token ids [1, pos].
+    """
+    adapter = model.adapter
+    values = model.read(ids, ".*")
+    ref = _hf_reference(model, ids)
+    checks = _Checks()
+    n_layers = adapter.n_layers(model.config)
+    blocks = adapter.block_modules(model.base)
+    for layer in range(n_layers):
+        at = f"blocks.{layer}."
+        checks.add("resid", values[at + "hook_resid_pre"], ref.hidden_states[layer])
+        if layer < n_layers - 1:
+            checks.add("resid", values[at + "hook_resid_post"], ref.hidden_states[layer + 1])
+        pattern = values.get(at + "attn.hook_pattern")
+        if pattern is not None and ref.attentions is not None and ref.attentions[layer] is not None:
+            checks.add("pattern", pattern, ref.attentions[layer])
+        if pattern is not None and at + "attn.hook_attn_scores" in values and adapter.learned_sinks is None:
+            checks.add("scores", values[at + "attn.hook_attn_scores"].softmax(-1), pattern)
+        if at + "attn.hook_z" in values:
+            o_proj = blocks[layer].get_submodule(adapter.o_proj)
+            with torch.no_grad():
+                out = o_proj(values[at + "attn.hook_z"].flatten(-2))
+            checks.add("z", out[0] if isinstance(out, tuple) else out, values[at + "hook_attn_out"])
+        mid = values.get(at + "hook_resid_mid")
+        if mid is not None and adapter.mlp:
+            checks.add("resid_mid", _block_output_with_zero_mlp(model, layer, ids), mid)
+        _mlp_out_check(model, values, at, checks)
+    last = (
+        "ln_final.hook_normalized"
+        if "ln_final.hook_normalized" in values
+        else f"blocks.{n_layers - 1}.hook_resid_post"
+    )
+    checks.add("resid", values[last], ref.hidden_states[-1])
+    if adapter.router_convention is not None:
+        conv = adapter.router_convention
+        for layer, returned in _router_outputs(model, ids).items():
+            at = f"blocks.{layer}.moe."
+            checks.add("router", values[at + "hook_router_logits"], returned[conv.index_of("logits")])
+            ids_seen = values[at + "hook_expert_indices"].sort(-1).values
+            checks.add("router", ids_seen, returned[conv.index_of("indices")].sort(-1).values)
+    if any(n.endswith("attn.hook_pattern") for n in values):
+        _stats_checks(model, ids, values, checks)
+    expected = list(STANDARD)
+    if getattr(getattr(adapter, "layout", None), "parallel", False) is False:
+        expected.append("hook_resid_mid")
+    if _looks_moe(model.config):
+        expected += ROUTER
+    present = {n.removeprefix("blocks.0.") for n in values if n.startswith("blocks.0.")}
+    return checks.errors, [p for p in expected if p not in present]
+
+
+def _mlp_out_check(model: Any, values: dict[str, torch.Tensor], at: str, checks: _Checks) -> None:
+    mlp_out, post = values.get(at + "hook_mlp_out"), values.get(at + "hook_resid_post")
+    if mlp_out is None or post is None or mlp_out.shape != post.shape:
+        return
+    layout = getattr(model.adapter, "layout", None)
+    if layout is not None and layout.parallel:
+        checks.add("mlp_out", post - values[at + "hook_resid_pre"] - values[at + "hook_attn_out"], mlp_out)
+    elif at + "hook_resid_mid" in values and not _norm_after_mlp(model, int(at.split(".")[1])):
+        checks.add("mlp_out", post - values[at + "hook_resid_mid"], mlp_out)
+
+
+def _norm_after_mlp(model: Any, layer: int) -> bool:
+    """Whether the block normalises the MLP's output before adding it (Gemma 2, OLMo 2): the residual
+    difference is then not the MLP output itself."""
+    names = [n for n, _ in model.adapter.block_modules(model.base)[layer].named_children()]
+    mlp = model.adapter.mlp.split(".")[0]
+    after = names[names.index(mlp) + 1 :] if mlp in names else []
+    block = model.adapter.block_modules(model.base)[layer]
+    return any("norm" in type(block.get_submodule(n)).__name__.lower() for n in after)
+
+
+def _looks_moe(config: Any) -> bool:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return any((getattr(text, f, None) or 0) > 1 for f in MOE_CONFIG_FIELDS)
+
+
+def verify_family(model_type: str, **overrides: Any) -> FamilyResult:
+    """Build ``model_type``'s tiny config, load it in the workbench and run every check.
+
+    Args:
+        model_type: A transformers model type.
+        **overrides: Config fields on top of the tiny sizes.
+    """
+    import transformers
+
+    import workbench
+    from workbench.errors import WorkbenchError
+    from workbench.families.tiny import tiny_config
+
+    try:
+        config = tiny_config(model_type, **overrides)
+        with torch.device("meta"):
+            size = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_config(config).parameters())
+        if size > MAX_PARAMETERS:
+            return FamilyResult(model_type, "none", reason=f"tiny config still has {size:,} parameters")
+        torch.manual_seed(0)
+        hf = transformers.AutoModelForCausalLM.from_config(config).eval()
+    except Exception as error:
+        return FamilyResult(
+            model_type, "none", reason=f"tiny config: {type(error).__name__}: {_first(error)}"
+        )
+    try:
+        model = workbench.load(hf)
+    except WorkbenchError as error:
+        return FamilyResult(model_type, "none", reason=_first(getattr(error, "reason", error)))
+    except Exception as error:
+        return FamilyResult(model_type, "none", reason=f"forward: {type(error).__name__}: {_first(error)}")
+    try:
+        errors, missing = check_model(model, torch.tensor([PROMPT]))
+    except Exception as error:
+        return FamilyResult(model_type, "none", reason=f"checks: {type(error).__name__}: {_first(error)}")
+    failed = [c for c, e in errors.items() if not e <= TOLERANCE]
+    points = sum(1 for n in model.points if n.startswith("blocks.0."))
+    status = "full" if not failed and not missing else "partial"
+    return FamilyResult(model_type, status, points, missing, errors, failed)
+
+
+def _first(error: object) -> str:
+    text = " ".join(str(error).split())
+    return text[:160]
