@@ -114,6 +114,8 @@ def _router_rule(model: WorkbenchModel) -> str | None:
         parts.append(f"x {getattr(model.config, conv.scaling_factor_attr)}")
     if conv.router_bias:
         parts.append("router bias")
+    if conv.discovered:
+        parts.append("read off the router's output")
     return ", ".join(parts)
 
 

@@ -56,8 +56,9 @@ class RouterConvention:
     own output; the workbench never recomputes top-k, it reads what the router returned.
 
     Attributes:
-        scoring: ``"softmax"`` over all experts, ``"sigmoid"`` per expert, or ``"softmax_over_topk"``
-            (top-k on raw logits, then softmax over the k selected logits).
+        scoring: ``"softmax"`` over all experts, ``"sigmoid"`` per expert, ``"softmax_over_topk"``
+            (top-k on raw logits, then softmax over the k selected logits), or ``"unknown"`` (a discovered
+            router whose weights matched none of these; its ids are ranked by logit).
         topk_on: What top-k ranks: ``"probs"``, ``"logits"`` or ``"biased_scores"`` (sigmoid scores plus
             the ``e_score_correction_bias``).
         renormalise: ``"always"``, ``"never"``, or ``"flag"`` (renormalised when ``config.norm_topk_prob``).
@@ -70,9 +71,11 @@ class RouterConvention:
             (``torch.topk`` with ``sorted=True``). False where it calls ``topk(..., sorted=False)``
             (DeepSeek-V2/V3): the workbench then ranks them when they are read, so that for every family
             column 0 of ``moe.hook_expert_indices`` is the top choice.
+        discovered: Read off the router's output on the dry forward of discovery (scoring and
+            renormalisation matched numerically), not from the family's modeling code.
     """
 
-    scoring: Literal["softmax", "sigmoid", "softmax_over_topk"]
+    scoring: Literal["softmax", "sigmoid", "softmax_over_topk", "unknown"]
     topk_on: Literal["probs", "logits", "biased_scores"]
     renormalise: Literal["always", "never", "flag"]
     correction_bias: bool = False
@@ -81,6 +84,7 @@ class RouterConvention:
     router_bias: bool = False
     output_order: tuple[str, str, str] = ("logits", "weights", "indices")
     ranked: bool = True
+    discovered: bool = False
 
     def index_of(self, name: str) -> int:
         """Position of ``name`` (``logits``, ``weights`` or ``indices``) in the router's output tuple."""

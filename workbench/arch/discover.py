@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from workbench.arch.base import ArchAdapter, Site, has_submodule
+from workbench.arch.base import ArchAdapter, RouterConvention, Site, has_submodule
 from workbench.errors import UnsupportedFamilyError
 
 
@@ -52,6 +52,7 @@ class _Trace:
     """Module calls and attention-interface calls of one forward, in order."""
 
     names: dict[int, str]
+    config: Any = None
     calls: list[_Call] = field(default_factory=list)
     attention: list[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     clock: int = 0
@@ -88,6 +89,12 @@ class Layout:
     d_model: int
     norm_type: str
     rotary: bool
+    router: str | None = None
+    experts: str | None = None
+    shared_experts: str | None = None
+    convention: RouterConvention | None = None
+    n_experts: int = 0
+    top_k: int = 0
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -127,7 +134,7 @@ def _same(a: Any, b: Any) -> bool:
 def trace_forward(model: nn.Module, ids: torch.Tensor) -> _Trace:
     """Run ``model`` once on ``ids`` and record every module call and attention-interface call."""
     base = getattr(model, "base_model", model)
-    trace = _Trace({id(m): n for n, m in base.named_modules()})
+    trace = _Trace({id(m): n for n, m in base.named_modules()}, model.config.get_text_config())
     key = model.config._attn_implementation
 
     def enter(module: nn.Module, args: tuple) -> None:
@@ -196,6 +203,114 @@ def _child_calls(trace: _Trace, prefix: str, start: int, end: int) -> list[_Call
         for c in trace.calls
         if c.name.startswith(f"{prefix}.") and c.name.count(".") == depth and start < c.start and c.end < end
     ]
+
+
+def _router_parts(out: Any) -> tuple[str, str, str] | None:
+    """The order of (logits [tokens, E], weights [tokens, k], int ids [tokens, k]) in a router's output
+    tuple, or None when the output is not one."""
+    if not isinstance(out, tuple) or len(out) != 3 or not all(isinstance(t, torch.Tensor) for t in out):
+        return None
+    ints = [i for i, t in enumerate(out) if not t.is_floating_point()]
+    if len(ints) != 1 or any(t.dim() != 2 for t in out):
+        return None
+    ids = out[ints[0]]
+    floats = [i for i in range(3) if i != ints[0]]
+    wide = [i for i in floats if out[i].shape[1] > ids.shape[1]]
+    narrow = [i for i in floats if out[i].shape == ids.shape]
+    if len(wide) != 1 or len(narrow) != 1:
+        return None
+    order = ["", "", ""]
+    order[wide[0]], order[narrow[0]], order[ints[0]] = "logits", "weights", "indices"
+    return tuple(order)  # type: ignore[return-value]
+
+
+def _convention(order: tuple[str, str, str], out: tuple, router: nn.Module, config: Any) -> RouterConvention:
+    """The router's scoring and renormalisation, matched numerically on its own output: the applied
+    weights must equal the chosen experts' softmax, sigmoid or top-k softmax scores, renormalised or not,
+    up to one constant factor (a routed scaling factor)."""
+    logits, weights, ids = (out[order.index(k)].float() for k in ("logits", "weights", "indices"))
+    ids = ids.long()
+    bias = getattr(router, "e_score_correction_bias", None)
+    groups = (getattr(config, "n_group", None) or 1) > 1
+    found = None
+    if logits.device.type != "meta":
+        candidates = (
+            ("softmax", "probs", logits.softmax(-1).gather(-1, ids)),
+            ("sigmoid", "biased_scores" if bias is not None else "probs", logits.sigmoid().gather(-1, ids)),
+            ("softmax_over_topk", "logits", logits.gather(-1, ids).softmax(-1)),
+        )
+        for scoring, topk_on, raw in candidates:
+            for renormalise, scores in (("never", raw), ("always", raw / raw.sum(-1, keepdim=True))):
+                ratio = weights / scores
+                if torch.allclose(ratio, ratio.flatten()[:1].expand_as(ratio), rtol=1e-4, atol=1e-6):
+                    found = (scoring, topk_on, renormalise, float(ratio.flatten()[0]))
+                    break
+            if found:
+                break
+    scoring, topk_on, renormalise, factor = found or ("unknown", "logits", "never", 1.0)
+    scaled = abs(factor - 1) > 1e-4 and abs(getattr(config, "routed_scaling_factor", 0) - factor) < 1e-4
+    conv = RouterConvention(
+        scoring=scoring,  # type: ignore[arg-type]
+        topk_on=topk_on,  # type: ignore[arg-type]
+        renormalise=renormalise,  # type: ignore[arg-type]
+        correction_bias=bias is not None,
+        group_limited=groups,
+        scaling_factor_attr="routed_scaling_factor" if scaled else None,
+        router_bias=getattr(router, "bias", None) is not None,
+        output_order=order,
+        discovered=True,
+    )
+    if logits.device.type == "meta":
+        return conv
+    selected = conv.selection_scores(logits, bias).gather(-1, ids)
+    ranked = bool((selected[:, :-1] >= selected[:, 1:]).all())
+    return RouterConvention(**{**vars(conv), "ranked": ranked})
+
+
+def _moe_parts(trace: _Trace, base: nn.Module, mlp: _Call, block_name: str) -> dict[str, Any]:
+    """Router, routed experts and shared experts inside an MoE block's MLP (paths relative to the block)."""
+    inner = [
+        c
+        for c in trace.calls
+        if c.name.startswith(f"{mlp.name}.") and mlp.start < c.start and c.end < mlp.end
+    ]
+    router = next((c for c in inner if _router_parts(c.output) is not None), None)
+    if router is None:
+        return {}
+    order = _router_parts(router.output)
+    assert order is not None
+    depth = mlp.name.count(".") + 1
+    children = [c for c in inner if c.name.count(".") == depth and c is not router]
+    experts = next(
+        (c.name for c in children if "expert" in c.name.split(".")[-1] and "shared" not in c.name), None
+    )
+    shared = next((c.name for c in children if "shared" in c.name.split(".")[-1]), None)
+    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
+    logits = router.output[order.index("logits")]
+    ids = router.output[order.index("indices")]
+    return {
+        "router": rel(router.name),
+        "experts": rel(experts),
+        "shared_experts": rel(shared),
+        "convention": _convention(order, router.output, base.get_submodule(router.name), trace.config),
+        "n_experts": int(logits.shape[1]),
+        "top_k": int(ids.shape[1]),
+    }
+
+
+def _find_moe(trace: _Trace, base: nn.Module, blocks: str) -> dict[str, Any]:
+    """The MoE parts of the first block that routes tokens (dense first layers are skipped)."""
+    router = next(
+        (c for c in trace.calls if c.name.startswith(f"{blocks}.") and _router_parts(c.output) is not None),
+        None,
+    )
+    if router is None:
+        return {}
+    depth = blocks.count(".") + 2  # parts of "blocks.i"
+    block_name = ".".join(router.name.split(".")[:depth])
+    child = ".".join(router.name.split(".")[: depth + 1])
+    mlp = next(c for c in trace.calls if c.name == child)
+    return _moe_parts(trace, base, mlp, block_name)
 
 
 def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
@@ -318,7 +433,11 @@ def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
     )
     norm_type = type(base.get_submodule(ln1_call.name)).__name__ if ln1_call is not None else "none"
     rotary = any("rotary" in type(m).__name__.lower() for m in base.modules())
+    moe = _find_moe(trace, base, blocks)
+    if moe:
+        mlp_down = None  # routed experts: no single down projection
     return Layout(
+        **moe,
         blocks=blocks,
         n_blocks=n_blocks,
         attn=attn,
@@ -365,6 +484,9 @@ class DiscoveredAdapter(ArchAdapter):
         self.embed, self.pos_embed = layout.embed, layout.pos_embed  # type: ignore[misc]
         self.final_norm = layout.final_norm  # type: ignore[misc]
         self.norm_type = layout.norm_type  # type: ignore[misc]
+        self.router, self.experts = layout.router, layout.experts  # type: ignore[misc]
+        self.shared_experts = layout.shared_experts  # type: ignore[misc]
+        self.router_convention = layout.convention  # type: ignore[misc]
         self.positional = "learned absolute" if layout.pos_embed else ("rope" if layout.rotary else "none")  # type: ignore[misc]
 
     def n_layers(self, config: Any) -> int:
@@ -384,6 +506,17 @@ class DiscoveredAdapter(ArchAdapter):
 
     def v_head_dim(self, config: Any) -> int:
         return self.layout.v_head_dim
+
+    def moe_facts(self, config: Any) -> dict[str, Any]:
+        """Experts and top-k as the router's output showed them."""
+        if self.layout.router is None:
+            return {}
+        return {
+            "experts": self.layout.n_experts,
+            "top_k": self.layout.top_k,
+            "shared_experts": int(self.layout.shared_experts is not None),
+            "dense_layers": 0,
+        }
 
     def block_sites(self, block: nn.Module) -> dict[str, Site]:
         """The base sites, less those this block lacks (no attention in a linear-attention layer, no

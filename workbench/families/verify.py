@@ -151,8 +151,8 @@ def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor]
 
 
 def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[str]]:
-    """Run every check on a loaded model; return the largest difference per check and the block-0 points
-    that are missing.
+    """Run every check on a loaded model; return the largest difference per check and the standard points
+    no block offers.
 
     Args:
         model: A loaded :class:`~workbench.models.model.WorkbenchModel` (HF backend).
@@ -203,7 +203,7 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
         expected.append("hook_resid_mid")
     if _looks_moe(model.config):
         expected += ROUTER
-    present = {n.removeprefix("blocks.0.") for n in values if n.startswith("blocks.0.")}
+    present = {n.split(".", 2)[2] for n in values if n.startswith("blocks.")}  # any block: dense first layers
     return checks.errors, [p for p in expected if p not in present]
 
 
