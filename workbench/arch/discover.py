@@ -521,13 +521,10 @@ class DiscoveredAdapter(ArchAdapter):
     def block_sites(self, block: nn.Module) -> dict[str, Site]:
         """The base sites, less those this block lacks (no attention in a linear-attention layer, no
         ``hook_resid_mid`` in a parallel block, no z without a found output projection)."""
-        has_attn = has_submodule(block, self.attn)
-        if has_attn:
-            sites = super().block_sites(block)
-        else:
-            sites = {"hook_resid_pre": Site("", "input"), "hook_resid_post": Site("")}
-            if self.mlp and has_submodule(block, self.mlp):
-                sites["hook_mlp_out"] = Site(self.mlp, "output", index=self.mlp_output_index)
+        sites = super().block_sites(block)
+        if not has_submodule(block, self.attn):  # a linear-attention or SSM layer of a hybrid
+            attention = ("attn.", "kv.", "hook_attn_out")
+            sites = {k: v for k, v in sites.items() if not k.startswith(attention)}
         if self.o_proj is None or not has_submodule(block, self.o_proj):
             sites.pop("attn.hook_z", None)
         if not self.mlp or not has_submodule(block, self.mlp):

@@ -13,6 +13,7 @@ import psutil
 import torch
 from rich.progress import Progress
 
+from workbench.arch.base import has_submodule
 from workbench.capture.layout import layout_for, split_prompts
 from workbench.capture.spec import CaptureSpec
 from workbench.capture.store import Capture
@@ -69,10 +70,11 @@ def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str],
         if chosen and max(chosen) >= count:
             raise InputError(f"{what} {max(chosen)} does not exist: the model has {count} {what}s")
     points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
+    blocks = model.adapter.block_modules(model.base)
     stats = [
         f"blocks.{layer}.attn.{STAT_POINTS[s]}"
         for layer in layers
-        if spec.layers is None or layer in spec.layers
+        if (spec.layers is None or layer in spec.layers) and has_submodule(blocks[layer], model.adapter.attn)
         for s in spec.stats
     ]
     return points, stats

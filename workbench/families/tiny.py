@@ -41,20 +41,33 @@ SIZES: dict[str, Any] = {
 }
 
 
-def tiny_config(model_type: str, **overrides: Any) -> Any:
+def _small(cls: type, layers: int) -> dict[str, Any]:
+    """The small sizes ``cls`` takes, and small versions of its sub-configs (text, vision, audio ...)."""
+    from transformers import PreTrainedConfig
+
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    default = cls()
+    sizes = {**SIZES, **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers"), layers)}
+    kwargs = {k: v for k, v in sizes.items() if k in params or (takes_any and hasattr(default, k))}
+    if "kv_lora_rank" in kwargs:  # MLA: every head has its own key and value; sizes from the rope/nope dims
+        kwargs.pop("head_dim", None)
+        kwargs.update((k, 4) for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads") if k in kwargs)
+    for name, value in vars(default).items():
+        if isinstance(value, PreTrainedConfig) and name in params:
+            kwargs[name] = type(value)(**_small(type(value), layers)).to_dict()
+    return kwargs
+
+
+def tiny_config(model_type: str, layers: int = LAYERS, **overrides: Any) -> Any:
     """A small config of ``model_type``'s own config class (``CONFIG_MAPPING[model_type]``).
 
     Args:
         model_type: A transformers model type (``gpt_neox``, ``gemma2`` ...).
+        layers: Decoder layers (hybrid families need enough for one attention layer).
         **overrides: Fields set on top of the small sizes.
     """
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    default = cls()
-    kwargs = {k: v for k, v in SIZES.items() if k in params or (takes_any and hasattr(default, k))}
-    if "qk_rope_head_dim" in kwargs:  # MLA: the head sizes are the rope / nope / value dimensions
-        kwargs.pop("head_dim", None)
-    return cls(**{**kwargs, **overrides})
+    return cls(**{**_small(cls, layers), **overrides})

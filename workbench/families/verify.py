@@ -164,14 +164,20 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
     checks = _Checks()
     n_layers = adapter.n_layers(model.config)
     blocks = adapter.block_modules(model.base)
+    with_pattern = [i for i in range(n_layers) if f"blocks.{i}.attn.hook_pattern" in values]
+    attentions = list(ref.attentions or ())
+    if len(attentions) == len(with_pattern) < n_layers:  # hybrids return the attention layers' patterns only
+        attentions = [
+            attentions[with_pattern.index(i)] if i in with_pattern else None for i in range(n_layers)
+        ]
     for layer in range(n_layers):
         at = f"blocks.{layer}."
         checks.add("resid", values[at + "hook_resid_pre"], ref.hidden_states[layer])
         if layer < n_layers - 1:
             checks.add("resid", values[at + "hook_resid_post"], ref.hidden_states[layer + 1])
         pattern = values.get(at + "attn.hook_pattern")
-        if pattern is not None and ref.attentions is not None and ref.attentions[layer] is not None:
-            checks.add("pattern", pattern, ref.attentions[layer])
+        if pattern is not None and layer < len(attentions) and attentions[layer] is not None:
+            checks.add("pattern", pattern, attentions[layer])
         if pattern is not None and at + "attn.hook_attn_scores" in values and adapter.learned_sinks is None:
             checks.add("scores", values[at + "attn.hook_attn_scores"].softmax(-1), pattern)
         if at + "attn.hook_z" in values:
@@ -180,7 +186,7 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
                 out = o_proj(values[at + "attn.hook_z"].flatten(-2))
             checks.add("z", out[0] if isinstance(out, tuple) else out, values[at + "hook_attn_out"])
         mid = values.get(at + "hook_resid_mid")
-        if mid is not None and adapter.mlp:
+        if mid is not None and adapter.mlp and adapter.norm_placement == "pre":
             checks.add("resid_mid", _block_output_with_zero_mlp(model, layer, ids), mid)
         _mlp_out_check(model, values, at, checks)
     last = (
@@ -214,6 +220,8 @@ def _mlp_out_check(model: Any, values: dict[str, torch.Tensor], at: str, checks:
     layout = getattr(model.adapter, "layout", None)
     if layout is not None and layout.parallel:
         checks.add("mlp_out", post - values[at + "hook_resid_pre"] - values[at + "hook_attn_out"], mlp_out)
+    elif model.adapter.norm_placement == "post":
+        return  # post-norm blocks normalise the sum: no residual difference is the MLP output
     elif at + "hook_resid_mid" in values and not _norm_after_mlp(model, int(at.split(".")[1])):
         checks.add("mlp_out", post - values[at + "hook_resid_mid"], mlp_out)
 
@@ -233,13 +241,30 @@ def _looks_moe(config: Any) -> bool:
     return any((getattr(text, f, None) or 0) > 1 for f in MOE_CONFIG_FIELDS)
 
 
+HYBRID_LAYERS = 8  # one attention layer in hybrids (Jamba: layer 4 of 8), one MoE layer after dense ones
+
+
 def verify_family(model_type: str, **overrides: Any) -> FamilyResult:
-    """Build ``model_type``'s tiny config, load it in the workbench and run every check.
+    """Build ``model_type``'s tiny config, load it in the workbench and run every check; a family with no
+    attention in its first layers (hybrids) is tried again with :data:`HYBRID_LAYERS` layers.
 
     Args:
         model_type: A transformers model type.
         **overrides: Config fields on top of the tiny sizes.
     """
+    result = _verify(model_type, **overrides)
+    no_attention = result.status == "none" and any(
+        words in result.reason for words in ("attention interface", "get_seq_length")
+    )
+    if no_attention or any(p in result.missing for p in ROUTER):  # dense first layers (DeepSeek-V3: 3)
+        retried = _verify(model_type, layers=HYBRID_LAYERS, **overrides)
+        rank = {"full": 0, "partial": 1, "none": 2}
+        if (rank[retried.status], len(retried.missing)) < (rank[result.status], len(result.missing)):
+            return retried
+    return result
+
+
+def _verify(model_type: str, **overrides: Any) -> FamilyResult:
     import transformers
 
     import workbench
