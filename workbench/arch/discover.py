@@ -260,11 +260,9 @@ def _convention(order: tuple[str, str, str], out: tuple, router: nn.Module, conf
         output_order=order,
         discovered=True,
     )
-    if logits.device.type == "meta":
-        return conv
-    selected = conv.selection_scores(logits, bias).gather(-1, ids)
-    ranked = bool((selected[:, :-1] >= selected[:, 1:]).all())
-    return RouterConvention(**{**vars(conv), "ranked": ranked})
+    # A few dry-run tokens cannot show whether the router sorts its top-k (DeepSeek calls
+    # topk(sorted=False)): ids of a recognised scoring are always served ranked by it (a no-op when sorted).
+    return RouterConvention(**{**vars(conv), "ranked": found is None})
 
 
 def _moe_parts(trace: _Trace, base: nn.Module, mlp: _Call, block_name: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class FamilyResult:
         """Tidy row for the table."""
         detail = self.reason or "; ".join(
             [f"missing {', '.join(self.missing)}"] * bool(self.missing)
-            + [f"{c} differs by {self.errors[c]:.1e}" for c in self.failed]
+            + [f"{', '.join(self.failed)} differ{'s' * (len(self.failed) == 1)}"] * bool(self.failed)
         )
         return {"model_type": self.model_type, "status": self.status, "points": self.points, "detail": detail}
 

@@ -1,0 +1,91 @@
+"""Every causal-LM family of the installed transformers: adapters discovered from the model itself,
+checked against HF's own outputs, and the generated coverage table (docs/families.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+import workbench
+from workbench.arch import BY_MODEL_TYPE, DiscoveredAdapter
+from workbench.arch.discover import discover_layout
+from workbench.families.table import STAPLES, coverage, render
+from workbench.families.tiny import tiny_config
+from workbench.families.verify import verify_family
+from workbench.models.tiny import build_tiny
+
+ROOT = Path(__file__).resolve().parents[2]
+FULL_NOW = {  # staples full today; the rest (Llama 4's router, DBRX, Falcon, OPT, Bloom) are still to do
+    "gpt_neox", "gemma", "gemma2", "gemma3_text", "qwen3", "olmo", "olmo2", "olmo3", "phi3", "glm4_moe",
+    "gptj", "starcoder2", "cohere", "granite",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
+    """The whole table, as `make docs` writes it (about a minute on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `make docs` runs it
+    try:
+        results = coverage(progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
+    status = {r.model_type: r.status for r in results}
+    assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
+    assert sum(s == "full" for s in status.values()) >= 106
+
+
+@pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
+def test_a_family_without_a_file_is_discovered_with_full_points(parallel: bool, mid: bool) -> None:
+    """GPT-NeoX has no file in workbench/arch/: its adapter comes from the dry forward. With
+    ``use_parallel_residual`` the MLP reads the block's input, so the block has no ``hook_resid_mid``."""
+    assert "gpt_neox" not in BY_MODEL_TYPE
+    result = verify_family("gpt_neox", use_parallel_residual=parallel)
+    assert result.status == "full", result.row()
+    torch.manual_seed(0)
+    model = workbench.load(tf.GPTNeoXForCausalLM(tiny_config("gpt_neox", use_parallel_residual=parallel)))
+    assert isinstance(model.adapter, DiscoveredAdapter) and model.adapter.family == "gpt_neox"
+    assert ("blocks.0.hook_resid_mid" in model.points) is mid
+    assert model.adapter.layout.parallel is parallel
+    assert model.adapter.o_proj == "attention.dense" and model.adapter.embed == "embed_in"
+
+
+@pytest.mark.parametrize(
+    "family", ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3"]
+)
+def test_discovered_routers_match_the_conventions_read_from_hf_source(family: str) -> None:
+    """Discovery reads the router's scoring and renormalisation off its output; the hand-written
+    conventions of workbench/arch/ were read from the modeling code and tested against HF. Top-k
+    softmax and softmax renormalised over the top k are the same function, so they count as equal."""
+    model = build_tiny(family)
+    layout = discover_layout(model)
+    hand = BY_MODEL_TYPE[family]()
+    found, known = layout.convention, hand.router_convention
+    assert found is not None and known is not None
+    assert found.correction_bias == known.correction_bias and found.output_order == known.output_order
+
+    def rule(scoring: str, renormalised: bool) -> tuple[str, bool]:
+        return ("softmax", True) if scoring == "softmax_over_topk" else (scoring, renormalised)
+
+    assert rule(found.scoring, found.renormalises(model.config)) == rule(
+        known.scoring, known.renormalises(model.config)
+    )
+    assert layout.router == hand.router and layout.experts == hand.experts
+    assert layout.n_experts == hand.moe_facts(model.config)["experts"]
+
+
+def test_a_hybrid_serves_attention_points_on_its_attention_layers_only() -> None:
+    """Qwen3-Next: linear-attention layers (no attention interface call) and full-attention layers."""
+    result = verify_family("qwen3_next")
+    assert result.status == "full", result.row()
+    torch.manual_seed(0)
+    config = tiny_config("qwen3_next", layers=8)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(config).eval())
+    full = [i for i, kind in enumerate(config.layer_types) if kind == "full_attention"]
+    with_pattern = [i for i in range(8) if f"blocks.{i}.attn.hook_pattern" in model.points]
+    assert with_pattern == full and 0 < len(full) < 8
+    assert all(f"blocks.{i}.hook_resid_post" in model.points for i in range(8))
