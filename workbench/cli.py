@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.errors import InputError, WorkbenchError, describe_unexpected, one_line
+from workbench.errors import WorkbenchError, describe_unexpected, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic-interpretability workbench.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
@@ -81,21 +81,28 @@ def hooks(
     console.print(table)
 
 
+def _causal_types(values: list[str] | None) -> list[str] | None:
+    """Argument check: each value is a causal-LM model type of the installed transformers."""
+    from workbench.families.table import causal_model_types
+
+    unknown = [v for v in values or [] if v not in set(causal_model_types())]
+    if unknown:
+        raise typer.BadParameter(f"not a causal-LM model type of this transformers: {', '.join(unknown)}")
+    return values
+
+
 @app.command()
 def families(
     model_type: Annotated[
-        list[str] | None, typer.Argument(help="Model types to check (default: every causal-LM type).")
+        list[str] | None,
+        typer.Argument(help="Model types to check (default: every causal-LM type).", callback=_causal_types),
     ] = None,
     out: Annotated[str | None, typer.Option(help="Also write the table as Parquet here.")] = None,
 ) -> None:
     """Every causal-LM family of the installed transformers: full / partial / none, from exactness checks
     on each family's tiny random-init config."""
-    from workbench.families.table import causal_model_types, coverage, coverage_frame
+    from workbench.families.table import coverage, coverage_frame
 
-    known = set(causal_model_types())
-    unknown = [t for t in model_type or [] if t not in known]
-    if unknown:
-        raise InputError(f"not a causal-LM model type of this transformers: {', '.join(unknown)}")
     frame = coverage_frame(coverage(model_type or None))
     table = Table(title="Families")
     for column in frame.columns:
