@@ -33,12 +33,25 @@ GenericOpt = Annotated[
 ]
 
 
-def _load(source: str, trust_remote_code: bool = False, allow_pickle: bool = False, generic: bool = False):
-    from workbench.models.load import load
+def _load(
+    source: str,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    generic: bool = False,
+    config_ok: bool = False,
+):
+    """Load a model for a command; ``config_ok``: a directory with a config and no weights is built on the
+    meta device (the card and the hook listing need shapes only)."""
+    from workbench.models.load import config_only, load
 
+    device = "meta" if config_ok and config_only(source) else None
     with console.status(f"loading {source}", spinner="dots"):
         return load(
-            source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, allow_generic=generic
+            source,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            allow_generic=generic,
+            device=device,
         )
 
 
@@ -54,7 +67,7 @@ def card(
 
     if fmt not in ("rich", "json", "markdown"):
         raise WorkbenchError(f"unknown format {fmt!r}; use rich, json or markdown")
-    result = build_card(_load(model, trust_remote_code, allow_pickle))
+    result = build_card(_load(model, trust_remote_code, allow_pickle, config_ok=True))
     if fmt == "json":
         print(result.to_json())
     elif fmt == "markdown":
@@ -72,7 +85,7 @@ def hooks(
     """List a model's hook points with their shapes."""
     from workbench.hooks.points import point_rows
 
-    loaded = _load(model, generic=generic)
+    loaded = _load(model, generic=generic, config_ok=True)
     table = Table(title=f"Hook points: {loaded.source} ({loaded.adapter.family})")
     for column in ("name", "shape", "meaning"):
         table.add_column(column)

@@ -57,8 +57,9 @@ def test_unsupported_family_is_one_line(unsupported_dir: Path) -> None:
 
 
 def test_directory_without_weights_is_one_line(tmp_path: Path) -> None:
+    """The main job captures activations, so it needs weights (card and hooks do not: test_meta_device)."""
     build_tiny("llama").config.save_pretrained(tmp_path)
-    result = _cli("card", str(tmp_path))
+    result = _cli("main", str(tmp_path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no model weights" in lines[0]

@@ -161,6 +161,22 @@ def _model_class(config: Any) -> Any:
     return transformers.AutoModel
 
 
+def _on_meta(config: Any, dtype: torch.dtype | None) -> nn.Module:
+    """The model built from its config on the meta device: shapes and structure, no weights in memory."""
+    cls = _model_class(config)
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config, dtype=dtype or getattr(config, "dtype", None) or torch.float32)
+        return cls(config)
+
+
+def config_only(source: str | Path) -> bool:
+    """Whether ``source`` is a local model directory with a config but no weight files (``card`` and
+    ``hooks`` then build the model on the meta device)."""
+    path = Path(str(source)).expanduser()
+    return path.is_dir() and (path / "config.json").is_file() and not _weight_files(path)
+
+
 def _read_config(location: str, label: str, common: dict[str, Any]) -> Any:
     """``AutoConfig.from_pretrained``, its value errors and unknown ``model_type`` turned into one line."""
     from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
@@ -199,6 +215,7 @@ def _from_pretrained(
     revision: str | None,
     allow_generic: bool,
     local_files_only: bool,
+    meta: bool = False,
 ) -> tuple[nn.Module, Any]:
     from safetensors import SafetensorError
     from transformers import AutoTokenizer
@@ -212,13 +229,17 @@ def _from_pretrained(
     if not allow_generic and not discoverable(config.model_type):  # fail before loading weights
         raise UnsupportedFamilyError(unsupported_message(config.model_type))
     try:
-        model = _model_class(config).from_pretrained(
-            location,
-            config=config,
-            dtype=dtype or "auto",
-            device_map=device_map,
-            use_safetensors=None,
-            **common,
+        model = (
+            _on_meta(config, dtype)
+            if meta
+            else _model_class(config).from_pretrained(
+                location,
+                config=config,
+                dtype=dtype or "auto",
+                device_map=device_map,
+                use_safetensors=None,
+                **common,
+            )
         )
     except SafetensorError as exc:  # a hub download or a shard the directory check could not see
         raise CheckpointError(f"could not read the weights of {label!r}: {_first_line(exc)}") from exc
@@ -238,6 +259,7 @@ def _load_source(
     allow_pickle: bool,
     revision: str | None,
     allow_generic: bool,
+    meta: bool = False,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
     path = Path(text).expanduser()
@@ -251,7 +273,8 @@ def _load_source(
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is not a model directory (no config.json)")
-        _check_weights(path, allow_pickle)
+        if not meta:  # on the meta device no weight is read
+            _check_weights(path, allow_pickle)
         location, label = str(path), str(path)
     elif path.exists() or not HUB_ID.match(text):
         raise ModelNotFoundError(_unknown_name_message(text, hub_id=False))
@@ -270,6 +293,7 @@ def _load_source(
             allow_generic=allow_generic,
             local_files_only=hub
             and not _hub_reachable(),  # cached copies only; no retries against no network
+            meta=meta,
         )
     except OSError as exc:
         if hub:
@@ -310,7 +334,9 @@ def load(
         backend: Which library serves hook points: ``"hf"`` (plain forward hooks), ``"tl"``
             (TransformerBridge) or ``"nnsight"``.
         tokenizer: Tokenizer for a built model (loaded from the source directory otherwise).
-        device: Device to move the model to (ignored with ``device_map``).
+        device: Device to move the model to (ignored with ``device_map``). ``"meta"`` builds a named
+            model from its config alone, no weights read or allocated (cards and hook listings of
+            models that do not fit; a forward pass gives shapes only).
         dtype: Parameter dtype (default: the checkpoint's).
         device_map: accelerate device map (e.g. ``"auto"``) to spread a model over devices.
         trust_remote_code: Allow a repository's own modeling code.
@@ -336,6 +362,7 @@ def load(
             allow_pickle=allow_pickle,
             revision=revision,
             allow_generic=allow_generic,
+            meta=str(device) == "meta",
         )
         tokenizer = tokenizer or loaded_tok
     elif type(source).__name__ == "TransformerBridge":

@@ -1,0 +1,71 @@
+"""Cards and hook listings of models that do not fit: a directory with only a config.json is built on
+the meta device, so a 70B Llama or a 671B DeepSeek-V3 costs no weight memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import transformers as tf
+
+import workbench
+
+LIMIT_KIB = 1_500_000  # the process's peak resident memory; a 70B model in bf16 alone is 140 GB
+
+
+def _configs(root: Path) -> dict[str, Path]:
+    sizes = {
+        "llama-3-70b": tf.LlamaConfig(
+            vocab_size=128256,
+            hidden_size=8192,
+            intermediate_size=28672,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+            max_position_embeddings=131072,
+            architectures=["LlamaForCausalLM"],
+        ),
+        "deepseek-v3": tf.DeepseekV3Config(architectures=["DeepseekV3ForCausalLM"]),  # the release's sizes
+    }
+    for name, config in sizes.items():
+        config.save_pretrained(root / name)
+    return {name: root / name for name in sizes}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("llama-3-70b", {"layers": 80, "kv_heads": 8, "parameters": (70.0e9, 71.0e9)}),
+        ("deepseek-v3", {"layers": 61, "kv_heads": 128, "parameters": (671.0e9, 686.0e9)}),
+    ],
+)
+def test_card_and_hooks_of_a_config_only_directory(tmp_path: Path, name: str, expected: dict) -> None:
+    directory = _configs(tmp_path)[name]
+    script = (
+        "import json, resource, sys\n"
+        "from workbench.cli import run\n"
+        f"code = run(['card', {str(directory)!r}, '--format', 'json'])\n"
+        f"code += run(['hooks', {str(directory)!r}, '--pattern', r'blocks\\.60\\..*'])\n"
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'CODE', code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    peak, code = result.stdout.split("PEAK ")[-1].split(" CODE ")
+    assert int(code) == 0 and int(peak) < LIMIT_KIB, result.stdout[-400:]
+    card = json.loads(result.stdout[: result.stdout.index("\n}\n") + 2])
+    assert card["architecture"]["layers"] == expected["layers"]
+    assert card["architecture"]["kv_heads"] == expected["kv_heads"]
+    low, high = expected["parameters"]
+    assert low <= card["size"]["parameters_total"] <= high
+    assert "blocks.60.hook_resid_post" in result.stdout
+
+
+def test_load_on_meta_allocates_no_weights(tmp_path: Path) -> None:
+    directory = _configs(tmp_path)["llama-3-70b"]
+    model = workbench.load(str(directory), device="meta")
+    assert all(p.is_meta for p in model.hf.parameters())
+    assert model.adapter.n_layers(model.config) == 80 and "blocks.79.attn.hook_pattern" in model.points
