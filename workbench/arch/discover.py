@@ -387,8 +387,10 @@ def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
     flat = mlp_call is not None and _dims(mlp_call.output) != _dims(block_call.inputs)
     if flat:  # the block flattens batch and positions around its MLP (OPT): no [batch, pos, d] value there
         mlp_call = mid = ln2_call = None
-    if mlp_call is not None and any(_is_norm(m) for m in base.get_submodule(mlp_call.name).modules()):
-        mlp_call = mid = ln2_call = None  # post-norm sublayers (BERT-style output modules): no MLP-only value
+    if mlp_call is not None and sum(isinstance(a, torch.Tensor) for a in mlp_call.inputs) > 1:
+        mlp_call = mid = ln2_call = (
+            None  # it adds the residual itself (BERT's output module): no MLP-only value
+        )
     mlp_down = None
     if mlp_call is not None and mlp_call is not mlp_in:
         mlp_down = mlp_call.name

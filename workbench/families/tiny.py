@@ -41,6 +41,11 @@ SIZES: dict[str, Any] = {
 }
 
 
+FIXES: dict[str, dict[str, Any]] = {  # fields a family's tiny config needs beyond the sizes
+    "dbrx": {"attn_config": {"rope_theta": 10000.0, "kv_n_heads": 2, "clip_qkv": 8.0}},  # defaults fail
+}
+
+
 def _small(cls: type, layers: int) -> dict[str, Any]:
     """The small sizes ``cls`` takes, and small versions of its sub-configs (text, vision, audio ...)."""
     from transformers import PreTrainedConfig
@@ -55,7 +60,7 @@ def _small(cls: type, layers: int) -> dict[str, Any]:
         kwargs.update((k, 4) for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads") if k in kwargs)
     for name, value in vars(default).items():
         if isinstance(value, PreTrainedConfig) and name in params:
-            kwargs[name] = type(value)(**_small(type(value), layers)).to_dict()
+            kwargs[name] = _small(type(value), layers)
     return kwargs
 
 
@@ -70,4 +75,7 @@ def tiny_config(model_type: str, layers: int = LAYERS, **overrides: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    return cls(**{**_small(cls, layers), **overrides})
+    kwargs = _small(cls, layers)
+    for key, value in FIXES.get(model_type, {}).items():
+        kwargs[key] = {**kwargs.get(key, {}), **value} if isinstance(value, dict) else value
+    return cls(**{**kwargs, **overrides})
