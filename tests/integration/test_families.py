@@ -36,7 +36,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
-    assert sum(s == "full" for s in status.values()) >= 106
+    assert sum(s == "full" for s in status.values()) >= 107
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -89,3 +89,16 @@ def test_a_hybrid_serves_attention_points_on_its_attention_layers_only() -> None
     with_pattern = [i for i in range(8) if f"blocks.{i}.attn.hook_pattern" in model.points]
     assert with_pattern == full and 0 < len(full) < 8
     assert all(f"blocks.{i}.hook_resid_post" in model.points for i in range(8))
+
+
+def test_soft_capped_scores_and_statistics_follow_the_cap() -> None:
+    """Gemma 2 hands ``softcap`` to its attention function: the scores point and the streamed statistics
+    apply ``cap * tanh(s / cap)`` as HF's eager does (a cap of 2 makes it matter on every score)."""
+    assert verify_family("gemma2", attn_logit_softcapping=2.0).status == "full"
+    torch.manual_seed(0)
+    config = tiny_config("gemma2", attn_logit_softcapping=2.0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(config).eval())
+    scores = model.read(torch.tensor([[1, 5, 7, 9, 11]]), "blocks.0.attn.hook_attn_scores")
+    visible = scores["blocks.0.attn.hook_attn_scores"]
+    visible = visible[visible > torch.finfo(visible.dtype).min / 2]
+    assert 1.0 < visible.abs().max() <= 2.0

@@ -216,6 +216,7 @@ def _stat_taps(
                 sinks=model.adapter.sink_logits(attn),
                 query_valid=mask[:, -call.query.shape[2] :],
                 causal=getattr(attn, "is_causal", False),
+                softcap=call.softcap,
             )
             for name in names:
                 sink[name] = values[name.split(".")[-1]]

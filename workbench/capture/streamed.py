@@ -30,6 +30,7 @@ def streamed_stats(
     sinks: torch.Tensor | None = None,
     query_valid: torch.Tensor | None = None,
     causal: bool = True,
+    softcap: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sink mass, key mass and entropy for one attention call, in query chunks.
 
@@ -45,6 +46,7 @@ def streamed_stats(
         sinks: Learned per-head sink logits [head] (GPT-OSS), or None.
         query_valid: [batch, q_pos] real (1) or pad (0) queries; pad queries add nothing to key mass.
         causal: Whether a missing mask means causal attention (False for encoders).
+        softcap: Score soft-capping ``cap * tanh(s / cap)`` before the mask (Gemma 2), or None.
 
     Returns:
         ``stat_sink_mass`` and ``stat_entropy`` [batch, head, q_pos], ``stat_key_mass`` [batch, head, k_pos].
@@ -61,6 +63,8 @@ def streamed_stats(
     for q0 in range(0, q_len, chunk):
         q1 = min(q0 + chunk, q_len)
         scores = torch.matmul(query[:, :, q0:q1].float(), key.float().transpose(2, 3)) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
         rows = additive_mask(mask, q_len, k_len, causal, torch.float32, query.device, rows=(q0, q1))
         if rows is not None:
             scores = scores + rows

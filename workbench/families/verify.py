@@ -1,7 +1,7 @@
 """The exactness checks a family passes on its tiny config, and its status in the coverage table.
 
-Each check compares a hook point with a reference the workbench does not compute (max abs difference,
-float32, tolerance :data:`TOLERANCE`):
+Each check compares a hook point with a reference the workbench does not compute (max abs difference in
+float32, divided by the reference's largest magnitude where that exceeds 1; tolerance :data:`TOLERANCE`):
 
 - ``resid``: ``hook_resid_pre`` / ``hook_resid_post`` / ``ln_final.hook_normalized`` equal HF's
   ``output_hidden_states``;
@@ -67,9 +67,13 @@ class FamilyResult:
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference, relative to the reference's largest magnitude when that exceeds 1."""
     if a.shape != b.shape:
         return float("inf")
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+    if not a.numel():
+        return 0.0
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
 
 
 class _Checks:
@@ -103,9 +107,11 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
     def keep(module: Any, args: Any, output: Any) -> None:
         seen["out"] = output[0] if isinstance(output, tuple) else output
 
+    from workbench.models.model import attention_implementation
+
     handles = [mlp.register_forward_hook(zero), block.register_forward_hook(keep)]
-    try:
-        with torch.no_grad():
+    try:  # eager, as the point values were read (a pattern point switches the model to eager)
+        with torch.no_grad(), attention_implementation(model.hf, "eager"):
             model.hf(input_ids=ids, use_cache=False)
     finally:
         for handle in handles:

@@ -47,6 +47,8 @@ class AttentionCall:
         value: [batch, kv_head, k_pos, d_v].
         mask: The mask handed to the attention function (additive float, boolean or None).
         scaling: Softmax scaling.
+        softcap: Score soft-capping ``cap * tanh(s / cap)`` before the mask (Gemma 2), as the module
+            handed it to the attention function; None for most families.
     """
 
     module: nn.Module
@@ -55,6 +57,7 @@ class AttentionCall:
     value: torch.Tensor
     mask: torch.Tensor | None
     scaling: float
+    softcap: float | None = None
 
 
 @dataclass
@@ -127,9 +130,15 @@ def additive_mask(
 
 
 def attention_scores(
-    module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """Pre-softmax scores ``q k^T * scaling + mask`` with the ops eager attention uses.
+    """Pre-softmax scores ``q k^T * scaling + mask`` with the ops eager attention uses (soft-capped to
+    ``softcap * tanh(s / softcap)`` before the mask where the family caps them, as Gemma 2's eager does).
 
     Args:
         module: The attention module (its ``is_causal`` decides the mask when sdpa passed none).
@@ -137,11 +146,14 @@ def attention_scores(
         key: ``[batch, kv_head, k_pos, d]`` (repeated to the query heads for GQA/MQA).
         mask: Additive float mask, boolean keep-mask, or None.
         scaling: The module's softmax scaling.
+        softcap: The cap the module handed its attention function, or None.
     """
     n_rep = query.shape[1] // key.shape[1]
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     causal = getattr(module, "is_causal", False) and query.shape[2] > 1
     extra = additive_mask(mask, query.shape[2], key.shape[2], causal, scores.dtype, scores.device)
     return scores if extra is None else scores + extra
@@ -176,14 +188,18 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
                 _run(cbs["kv_value"], value)
             scaling = kwargs.get("scaling")
             scaling = module.scaling if scaling is None else scaling
+            softcap = kwargs.get("softcap")
             if "scores" in cbs:
-                _run(cbs["scores"], attention_scores(module, query, key_states, attention_mask, scaling))
+                scores = attention_scores(module, query, key_states, attention_mask, scaling, softcap)
+                _run(cbs["scores"], scores)
             if "mask" in cbs:
                 for fn in cbs["mask"]:
-                    new_mask = fn(AttentionCall(module, query, key_states, value, attention_mask, scaling))
+                    call = AttentionCall(module, query, key_states, value, attention_mask, scaling, softcap)
+                    new_mask = fn(call)
                     attention_mask = attention_mask if new_mask is None else new_mask
             if "inputs" in cbs:
-                _run(cbs["inputs"], AttentionCall(module, query, key_states, value, attention_mask, scaling))
+                call = AttentionCall(module, query, key_states, value, attention_mask, scaling, softcap)
+                _run(cbs["inputs"], call)
         return original(module, query, key_states, value, attention_mask, **kwargs)
 
     return tapped_attention
