@@ -102,3 +102,18 @@ def test_soft_capped_scores_and_statistics_follow_the_cap() -> None:
     visible = scores["blocks.0.attn.hook_attn_scores"]
     visible = visible[visible > torch.finfo(visible.dtype).min / 2]
     assert 1.0 < visible.abs().max() <= 2.0
+
+
+def test_learned_sinks_are_discovered_from_what_attention_receives() -> None:
+    """Flint hands its per-head sink logits to the attention function as ``s_aux`` (as GPT-OSS does):
+    discovery names them, the card says so, and the scores check includes the sink column."""
+    assert "flint" not in BY_MODEL_TYPE
+    assert verify_family("flint").status == "full"
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("flint")).eval())
+    assert model.adapter.learned_sinks == f"{model.adapter.attn}.sinks"
+    pattern = model.read(torch.tensor([[1, 5, 7, 9]]), "blocks.0.attn.hook_pattern")[
+        "blocks.0.attn.hook_pattern"
+    ]
+    assert (pattern.sum(-1) < 1 - 1e-4).all()  # the sink column took some of every row's mass
+    assert workbench.card(model).get("attention_sinks") == "learned per-head sink logit"

@@ -55,6 +55,7 @@ class _Trace:
     config: Any = None
     calls: list[_Call] = field(default_factory=list)
     attention: list[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    sinks: set[str] = field(default_factory=set)  # attention-module attributes handed over as s_aux
     clock: int = 0
     open: dict[int, list[_Call]] = field(default_factory=dict)
 
@@ -89,6 +90,7 @@ class Layout:
     d_model: int
     norm_type: str
     rotary: bool
+    sinks: str | None = None  # the attention module's learned sink logits, handed over as s_aux
     router: str | None = None
     experts: str | None = None
     shared_experts: str | None = None
@@ -159,6 +161,9 @@ def trace_forward(model: nn.Module, ids: torch.Tensor) -> _Trace:
         name = trace.names.get(id(module))
         if name is not None:
             trace.attention.append((trace.tick(), name, query, k, v))
+            sinks = kw.get("s_aux")  # learned per-head sink logits joining the softmax (GPT-OSS style)
+            if isinstance(sinks, torch.Tensor):
+                trace.sinks.add(next((n for n, p in module.named_parameters() if p is sinks), ""))
         if original is None:  # eager: the module's own eager function
             import sys
 
@@ -436,8 +441,10 @@ def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
     moe = _find_moe(trace, base, blocks)
     if moe:
         mlp_down = None  # routed experts: no single down projection
+    sinks = next(iter(sorted(trace.sinks - {""})), None)
     return Layout(
         **moe,
+        sinks=sinks,
         blocks=blocks,
         n_blocks=n_blocks,
         attn=attn,
@@ -487,6 +494,7 @@ class DiscoveredAdapter(ArchAdapter):
         self.router, self.experts = layout.router, layout.experts  # type: ignore[misc]
         self.shared_experts = layout.shared_experts  # type: ignore[misc]
         self.router_convention = layout.convention  # type: ignore[misc]
+        self.learned_sinks = f"{layout.attn}.{layout.sinks}" if layout.sinks else None  # type: ignore[misc]
         self.positional = "learned absolute" if layout.pos_embed else ("rope" if layout.rotary else "none")  # type: ignore[misc]
 
     def n_layers(self, config: Any) -> int:
@@ -506,6 +514,11 @@ class DiscoveredAdapter(ArchAdapter):
 
     def v_head_dim(self, config: Any) -> int:
         return self.layout.v_head_dim
+
+    def sink_logits(self, attn_module: nn.Module) -> torch.Tensor | None:
+        """The learned sink logits the attention module hands its attention function (None where this
+        layer has none: MiMo-V2-Flash keeps them on sliding layers only)."""
+        return getattr(attn_module, self.layout.sinks, None) if self.layout.sinks else None
 
     def moe_facts(self, config: Any) -> dict[str, Any]:
         """Experts and top-k as the router's output showed them."""

@@ -6,7 +6,8 @@ float32, divided by the reference's largest magnitude where that exceeds 1; tole
 - ``resid``: ``hook_resid_pre`` / ``hook_resid_post`` / ``ln_final.hook_normalized`` equal HF's
   ``output_hidden_states``;
 - ``pattern``: ``attn.hook_pattern`` equals HF's eager ``output_attentions``;
-- ``scores``: ``softmax(attn.hook_attn_scores)`` is the pattern (families with learned sinks excepted);
+- ``scores``: ``softmax(attn.hook_attn_scores)`` is the pattern (with learned sinks: the softmax over the
+  scores and one more column of the head's sink logit, that column dropped);
 - ``z``: ``attn.hook_z`` through the output projection (the module itself) is ``hook_attn_out``;
 - ``resid_mid``: with the MLP's output zeroed by a plain torch hook, the block returns ``hook_resid_mid``;
 - ``mlp_out``: ``resid_post - resid_mid`` (sequential blocks without a post-MLP norm) or
@@ -138,6 +139,14 @@ def _router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
     return returned
 
 
+def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
+    """softmax over the keys, with each head's sink logit as one more column (then dropped) if any."""
+    if sinks is None:
+        return scores.softmax(-1)
+    column = sinks.detach().to(scores.dtype).reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    return torch.cat([scores, column], -1).softmax(-1)[..., :-1]
+
+
 def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor], checks: _Checks) -> None:
     from workbench.capture import CaptureSpec, capture
 
@@ -184,8 +193,11 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
         pattern = values.get(at + "attn.hook_pattern")
         if pattern is not None and layer < len(attentions) and attentions[layer] is not None:
             checks.add("pattern", pattern, attentions[layer])
-        if pattern is not None and at + "attn.hook_attn_scores" in values and adapter.learned_sinks is None:
-            checks.add("scores", values[at + "attn.hook_attn_scores"].softmax(-1), pattern)
+        if pattern is not None and at + "attn.hook_attn_scores" in values:
+            attn = blocks[layer].get_submodule(adapter.attn)
+            checks.add(
+                "scores", _softmax(values[at + "attn.hook_attn_scores"], adapter.sink_logits(attn)), pattern
+            )
         if at + "attn.hook_z" in values:
             o_proj = blocks[layer].get_submodule(adapter.o_proj)
             with torch.no_grad():
