@@ -13,6 +13,9 @@ float32, divided by the reference's largest magnitude where that exceeds 1; tole
 - ``mlp_out``: ``resid_post - resid_mid`` (sequential blocks without a post-MLP norm) or
   ``resid_post - resid_pre - attn_out`` (parallel blocks) is ``hook_mlp_out``;
 - ``router``: router logits and the chosen expert ids equal the router module's own output;
+- ``ranking``: column 0 of ``moe.hook_expert_indices`` is the top choice: the served ids are in descending
+  order of a selection score computed from the router module itself (its logits, or sigmoid plus its
+  ``e_score_correction_bias``);
 - ``stats``: the streamed sink mass, key mass and entropy equal those of the eager pattern.
 
 A family is *full* when every block offers the standard points (``hook_resid_mid`` only where the block is
@@ -147,6 +150,16 @@ def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([scores, column], -1).softmax(-1)[..., :-1]
 
 
+def _rank_violation(router: Any, logits: torch.Tensor, served: torch.Tensor) -> float:
+    """How far the served ids are from descending selection order (0: ranked), with the selection score
+    computed here from the router module itself: sigmoid(logits) + its ``e_score_correction_bias`` where
+    it has one (DeepSeek-V3 style), else the logits (softmax and sigmoid keep their order)."""
+    bias = getattr(router, "e_score_correction_bias", None)
+    scores = logits.double().sigmoid() + bias.double() if bias is not None else logits.double()
+    chosen = scores.gather(-1, served.long())
+    return float((chosen[:, 1:] - chosen[:, :-1]).clamp_min(0).max()) if chosen.shape[1] > 1 else 0.0
+
+
 def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor], checks: _Checks) -> None:
     from workbench.capture import CaptureSpec, capture
 
@@ -220,6 +233,13 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
             checks.add("router", values[at + "hook_router_logits"], returned[conv.index_of("logits")])
             ids_seen = values[at + "hook_expert_indices"].sort(-1).values
             checks.add("router", ids_seen, returned[conv.index_of("indices")].sort(-1).values)
+            router = adapter.block_modules(model.base)[layer].get_submodule(adapter.router)
+            checks.errors["ranking"] = max(
+                checks.errors.get("ranking", 0.0),
+                _rank_violation(
+                    router, returned[conv.index_of("logits")], values[at + "hook_expert_indices"]
+                ),
+            )
     if any(n.endswith("attn.hook_pattern") for n in values):
         _stats_checks(model, ids, values, checks)
     expected = list(STANDARD)
