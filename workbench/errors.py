@@ -33,6 +33,12 @@ class CheckpointError(WorkbenchError):
     """A model's config or weights exist but cannot be read (corrupt, truncated, unknown to transformers)."""
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for naming a bad value in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def one_line(text: str) -> str:
     """``text`` with its lines joined by spaces (an error shown on one line)."""
     return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())

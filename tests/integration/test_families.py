@@ -122,14 +122,14 @@ def test_learned_sinks_are_discovered_from_what_attention_receives() -> None:
 def test_the_ranking_check_sees_an_unsorted_router() -> None:
     """DeepSeek-V3 calls topk(sorted=False): at top-4 of 16 its own ids come back out of order, which the
     ranking check measures; the ids the workbench serves are ranked (column 0 is the top choice)."""
-    from workbench.families.verify import _rank_violation, _router_outputs
+    from workbench.families.verify import _rank_violation, router_outputs
 
     sizes = {"n_routed_experts": 16, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2}
     result = verify_family("deepseek_v3", **sizes)
     assert result.status == "full" and result.errors["ranking"] == 0.0
     torch.manual_seed(0)
     model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("deepseek_v3", layers=8, **sizes)))
-    layer, returned = next(iter(_router_outputs(model, torch.tensor([[1, 5, 7, 9, 11, 13, 17]])).items()))
+    layer, returned = next(iter(router_outputs(model, torch.tensor([[1, 5, 7, 9, 11, 13, 17]])).items()))
     router = model.adapter.block_modules(model.base)[layer].get_submodule(model.adapter.router)
     conv = model.adapter.router_convention
     own = _rank_violation(router, returned[conv.index_of("logits")], returned[conv.index_of("indices")])

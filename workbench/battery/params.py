@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
+from workbench.errors import shown
+
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SLUG_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 characters"
 
@@ -55,24 +57,19 @@ def param(default: Any, **bounds: Any) -> Any:
     return field(default=default, metadata={"range": Range(**bounds)})
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
 def _scalar(value: Any, kind: type, rule: Range, at: str) -> Any:
     numeric = (int, float) if kind is float else (kind,)
     if not isinstance(value, numeric) or (isinstance(value, bool) and kind is not bool):
         names = "int or float" if kind is float else kind.__name__
-        raise ParamError(f"{at}: expected {names}, got {type(value).__name__} {_show(value)}")
+        raise ParamError(f"{at}: expected {names}, got {type(value).__name__} {shown(value)}")
     if kind is str:
         if rule.choices is not None and value not in rule.choices:
-            raise ParamError(f"{at}: expected one of {', '.join(rule.choices)}, got {_show(value)}")
+            raise ParamError(f"{at}: expected one of {', '.join(rule.choices)}, got {shown(value)}")
         if len(value) < rule.min_len:
-            raise ParamError(f"{at}: expected at least {rule.min_len} character(s), got {_show(value)}")
+            raise ParamError(f"{at}: expected at least {rule.min_len} character(s), got {shown(value)}")
     elif kind in (int, float) and not rule.admits(value):
         what = "an int" if kind is int else "a number"
-        raise ParamError(f"{at}: expected {what} {rule.describe()}, got {_show(value)}")
+        raise ParamError(f"{at}: expected {what} {rule.describe()}, got {shown(value)}")
     return value
 
 
@@ -81,9 +78,9 @@ def check(value: Any, hint: Any, rule: Range, at: str) -> Any:
     given as a list) and lies in ``rule``; otherwise :class:`ParamError` naming ``at``."""
     if get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
-            raise ParamError(f"{at}: expected a list, got {type(value).__name__} {_show(value)}")
+            raise ParamError(f"{at}: expected a list, got {type(value).__name__} {shown(value)}")
         if len(value) < rule.min_len:
-            raise ParamError(f"{at}: expected at least {rule.min_len} item(s), got {_show(value)}")
+            raise ParamError(f"{at}: expected at least {rule.min_len} item(s), got {shown(value)}")
         item = get_args(hint)[0]
         return tuple(_scalar(v, item, rule, f"{at}[{i}]") for i, v in enumerate(value))
     return _scalar(value, hint, rule, at)

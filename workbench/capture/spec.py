@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from workbench.capture.layout import Layout
-from workbench.errors import InputError
+from workbench.errors import InputError, shown
 
 Positions = Literal["all", "last"] | list[int] | tuple[int, int]
 STATS = ("sink_mass", "key_mass", "entropy")
@@ -34,11 +34,6 @@ def _positions(value: object) -> bool:
     if isinstance(value, tuple):
         return len(value) == 2 and all(_int(p) or p is None for p in value)
     return value in ("all", "last") or (isinstance(value, list) and all(_int(p) for p in value))
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 @dataclass
@@ -101,21 +96,21 @@ class CaptureSpec:
         for name in ("layers", "heads"):
             value = getattr(self, name)
             if value is not None and not (_sequence(value) and all(_int(v) and v >= 0 for v in value)):
-                raise InputError(f"{name} must be None or a list of ints >= 0, got {_show(value)}")
+                raise InputError(f"{name} must be None or a list of ints >= 0, got {shown(value)}")
         if not _positions(self.positions):
             expected = "'all', 'last', a list of ints or a (start, stop) pair"
-            raise InputError(f"positions must be {expected}, got {_show(self.positions)}")
+            raise InputError(f"positions must be {expected}, got {shown(self.positions)}")
         for name in ("sink_tokens", "chunk", "batch_size"):
             value = getattr(self, name)
             if not (_int(value) and value >= 1):
-                raise InputError(f"{name} must be an int >= 1, got {_show(value)}")
+                raise InputError(f"{name} must be an int >= 1, got {shown(value)}")
         budget = self.memory_budget_gb
         if budget is not None and not (
             isinstance(budget, int | float) and not isinstance(budget, bool) and 0 < budget < math.inf
         ):
-            raise InputError(f"memory_budget_gb must be None or a number > 0, got {_show(budget)}")
+            raise InputError(f"memory_budget_gb must be None or a number > 0, got {shown(budget)}")
         if self.dtype is not None and not isinstance(self.dtype, str):
-            raise InputError(f"dtype must be None or a dtype name, got {_show(self.dtype)}")
+            raise InputError(f"dtype must be None or a dtype name, got {shown(self.dtype)}")
         dtype = self.torch_dtype()
         if dtype is not None and not dtype.is_floating_point:
             raise InputError(

@@ -123,8 +123,9 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
     return seen["out"]
 
 
-def _router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
-    """Each MoE block's router module output (plain torch hooks)."""
+def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
+    """Each MoE block's router module output by layer, under eager attention (plain torch hooks: the
+    reference the router points are checked against)."""
     returned: dict[int, tuple] = {}
     handles = []
     for layer, block in enumerate(model.adapter.block_modules(model.base)):
@@ -228,7 +229,7 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
     checks.add("resid", values[last], ref.hidden_states[-1])
     if adapter.router_convention is not None:
         conv = adapter.router_convention
-        for layer, returned in _router_outputs(model, ids).items():
+        for layer, returned in router_outputs(model, ids).items():
             at = f"blocks.{layer}.moe."
             checks.add("router", values[at + "hook_router_logits"], returned[conv.index_of("logits")])
             ids_seen = values[at + "hook_expert_indices"].sort(-1).values
@@ -267,11 +268,11 @@ def _mlp_out_check(model: Any, values: dict[str, torch.Tensor], at: str, checks:
 def _norm_after_mlp(model: Any, layer: int) -> bool:
     """Whether the block normalises the MLP's output before adding it (Gemma 2, OLMo 2): the residual
     difference is then not the MLP output itself."""
-    names = [n for n, _ in model.adapter.block_modules(model.base)[layer].named_children()]
+    children = list(model.adapter.block_modules(model.base)[layer].named_children())
+    names = [n for n, _ in children]
     mlp = model.adapter.mlp.split(".")[0]
-    after = names[names.index(mlp) + 1 :] if mlp in names else []
-    block = model.adapter.block_modules(model.base)[layer]
-    return any("norm" in type(block.get_submodule(n)).__name__.lower() for n in after)
+    after = children[names.index(mlp) + 1 :] if mlp in names else []
+    return any("norm" in type(child).__name__.lower() for _, child in after)
 
 
 def _looks_moe(config: Any) -> bool:
