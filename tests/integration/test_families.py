@@ -36,7 +36,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
-    assert sum(s == "full" for s in status.values()) >= 107
+    assert sum(s == "full" for s in status.values()) >= 120
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -134,3 +134,33 @@ def test_the_ranking_check_sees_an_unsorted_router() -> None:
     conv = model.adapter.router_convention
     own = _rank_violation(router, returned[conv.index_of("logits")], returned[conv.index_of("indices")])
     assert own > 0  # the router's own column order
+
+
+def test_bert_derived_decoders_are_discovered_as_post_norm_sub_layers() -> None:
+    """RoBERTa has no file in workbench/arch/: discovery finds the attention sub-layer (``attention.self``
+    calls the interface; ``attention.output.dense`` is the projection outside it) and the output module
+    that adds the residual, the same sites the hand-written BERT adapter names; ``is_decoder`` makes it
+    causal. The post-norm checks compare with the block's own LayerNorm, so a resid_mid read before that
+    norm fails them."""
+    from workbench.arch.bert import BertAdapter
+    from workbench.families.verify import _output_norm
+
+    assert "roberta" not in BY_MODEL_TYPE
+    assert verify_family("roberta").status == "full"
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("roberta")).eval())
+    found = model.adapter.block_sites(model.adapter.block_modules(model.base)[0])
+    hand = BertAdapter().block_sites(model.adapter.block_modules(model.base)[0])
+    for point in ("attn.hook_z", "hook_attn_out", "hook_mlp_out", "hook_resid_mid"):
+        assert (found[point].path, found[point].kind) == (hand[point].path, hand[point].kind), point
+    assert model.adapter.norm_placement == "post" and model.adapter.causal
+    assert model.adapter.pos_embed == "embeddings.position_embeddings"  # not the token-type embedding
+    ids = torch.tensor([[1, 5, 7, 9]])
+    names = ["blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+    mid, mlp_out, post = map(model.read(ids, names).get, names)
+    norm = _output_norm(model, 0)
+    with torch.no_grad():
+        assert torch.allclose(norm(mid + mlp_out), post, atol=1e-5)
+        assert not torch.allclose(norm(post + mlp_out), post, atol=1e-2)  # a wrong mid shows
+    pattern = model.read(ids, "blocks.0.attn.hook_pattern")["blocks.0.attn.hook_pattern"]
+    assert pattern[0, :, 0, 1:].abs().max() == 0  # causal: the first token sees only itself

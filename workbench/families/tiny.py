@@ -46,6 +46,7 @@ SIZES: dict[str, Any] = {
 
 FIXES: dict[str, dict[str, Any]] = {  # fields a family's tiny config needs beyond the sizes
     "dbrx": {"attn_config": {"rope_theta": 10000.0, "kv_n_heads": 2, "clip_qkv": 8.0}},  # defaults fail
+    "xmod": {"default_language": "en_XX"},  # its adapters need a language
 }
 
 
@@ -79,6 +80,8 @@ def tiny_config(model_type: str, layers: int = LAYERS, **overrides: Any) -> Any:
 
     cls = CONFIG_MAPPING[model_type]
     kwargs = _small(cls, layers)
+    if hasattr(cls(), "is_decoder"):  # BERT-likes: their causal LM is the decoder use (a causal mask)
+        kwargs["is_decoder"] = True
     for key, value in FIXES.get(model_type, {}).items():
         kwargs[key] = {**kwargs.get(key, {}), **value} if isinstance(value, dict) else value
     return cls(**{**kwargs, **overrides})

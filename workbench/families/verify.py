@@ -9,9 +9,11 @@ float32, divided by the reference's largest magnitude where that exceeds 1; tole
 - ``scores``: ``softmax(attn.hook_attn_scores)`` is the pattern (with learned sinks: the softmax over the
   scores and one more column of the head's sink logit, that column dropped);
 - ``z``: ``attn.hook_z`` through the output projection (the module itself) is ``hook_attn_out``;
-- ``resid_mid``: with the MLP's output zeroed by a plain torch hook, the block returns ``hook_resid_mid``;
-- ``mlp_out``: ``resid_post - resid_mid`` (sequential blocks without a post-MLP norm) or
-  ``resid_post - resid_pre - attn_out`` (parallel blocks) is ``hook_mlp_out``;
+- ``resid_mid``: with the MLP's output zeroed by a plain torch hook, the block returns ``hook_resid_mid``
+  (post-norm blocks, BERT and BART: the block's last norm of it);
+- ``mlp_out``: ``resid_post - resid_mid`` (sequential blocks without a post-MLP norm),
+  ``resid_post - resid_pre - attn_out`` (parallel blocks) or, post-norm, the block's last norm of
+  ``resid_mid + mlp_out`` is ``hook_mlp_out``;
 - ``router``: router logits and the chosen expert ids equal the router module's own output;
 - ``ranking``: column 0 of ``moe.hook_expert_indices`` is the top choice: the served ids are in descending
   order of a selection score computed from the router module itself (its logits, or sigmoid plus its
@@ -98,9 +100,10 @@ def _hf_reference(model: Any, ids: torch.Tensor) -> Any:
 
 
 def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> torch.Tensor:
-    """Block ``layer``'s output when its MLP returns zeros (plain torch hooks, no workbench code)."""
+    """Block ``layer``'s output when the module ``hook_mlp_out`` reads returns zeros (plain torch hooks, no
+    workbench code)."""
     block = model.adapter.block_modules(model.base)[layer]
-    mlp = block.get_submodule(model.adapter.mlp)
+    mlp = model.points[f"blocks.{layer}.hook_mlp_out"].module
     seen: dict[str, torch.Tensor] = {}
 
     def zero(module: Any, args: Any, output: Any) -> Any:
@@ -121,6 +124,14 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
         for handle in handles:
             handle.remove()
     return seen["out"]
+
+
+def _output_norm(model: Any, layer: int) -> torch.nn.Module:
+    """The norm a post-norm block applies last (BERT's ``output.LayerNorm``, BART's ``final_layer_norm``)."""
+    from workbench.arch.trace import is_norm
+
+    block = model.adapter.block_modules(model.base)[layer]
+    return [m for m in block.modules() if is_norm(m)][-1]
 
 
 def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
@@ -218,8 +229,12 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
                 out = o_proj(values[at + "attn.hook_z"].flatten(-2))
             checks.add("z", out[0] if isinstance(out, tuple) else out, values[at + "hook_attn_out"])
         mid = values.get(at + "hook_resid_mid")
-        if mid is not None and adapter.mlp and adapter.norm_placement == "pre":
-            checks.add("resid_mid", _block_output_with_zero_mlp(model, layer, ids), mid)
+        if mid is not None and at + "hook_mlp_out" in values:
+            zeroed = _block_output_with_zero_mlp(model, layer, ids)
+            if adapter.norm_placement == "post":  # the block normalises resid_mid + mlp_out
+                with torch.no_grad():
+                    mid = _output_norm(model, layer)(mid)
+            checks.add("resid_mid", zeroed, mid)
         _mlp_out_check(model, values, at, checks)
     last = (
         "ln_final.hook_normalized"
@@ -259,8 +274,10 @@ def _mlp_out_check(model: Any, values: dict[str, torch.Tensor], at: str, checks:
     layout = getattr(model.adapter, "layout", None)
     if layout is not None and layout.parallel:
         checks.add("mlp_out", post - values[at + "hook_resid_pre"] - values[at + "hook_attn_out"], mlp_out)
-    elif model.adapter.norm_placement == "post":
-        return  # post-norm blocks normalise the sum: no residual difference is the MLP output
+    elif model.adapter.norm_placement == "post" and at + "hook_resid_mid" in values:
+        with torch.no_grad():  # post-norm blocks normalise the sum: resid_post = norm(resid_mid + mlp_out)
+            summed = _output_norm(model, int(at.split(".")[1]))(values[at + "hook_resid_mid"] + mlp_out)
+        checks.add("mlp_out", summed, post)
     elif at + "hook_resid_mid" in values and not _norm_after_mlp(model, int(at.split(".")[1])):
         checks.add("mlp_out", post - values[at + "hook_resid_mid"], mlp_out)
 

@@ -1,0 +1,119 @@
+"""MoE parts seen on the dry forward of discovery: the router (the module returning ``(logits, weights,
+ids)`` in some order), its scoring and renormalisation matched numerically on its own output, and the
+routed and shared experts beside it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.arch.base import RouterConvention
+from workbench.arch.trace import Call, Trace
+
+
+def router_parts(out: Any) -> tuple[str, str, str] | None:
+    """The order of (logits [tokens, E], weights [tokens, k], int ids [tokens, k]) in a router's output
+    tuple, or None when the output is not one."""
+    if not isinstance(out, tuple) or len(out) != 3 or not all(isinstance(t, torch.Tensor) for t in out):
+        return None
+    ints = [i for i, t in enumerate(out) if not t.is_floating_point()]
+    if len(ints) != 1 or any(t.dim() != 2 for t in out):
+        return None
+    ids = out[ints[0]]
+    floats = [i for i in range(3) if i != ints[0]]
+    wide = [i for i in floats if out[i].shape[1] > ids.shape[1]]
+    narrow = [i for i in floats if out[i].shape == ids.shape]
+    if len(wide) != 1 or len(narrow) != 1:
+        return None
+    order = ["", "", ""]
+    order[wide[0]], order[narrow[0]], order[ints[0]] = "logits", "weights", "indices"
+    return tuple(order)  # type: ignore[return-value]
+
+
+def _convention(order: tuple[str, str, str], out: tuple, router: nn.Module, config: Any) -> RouterConvention:
+    """The router's scoring and renormalisation, matched numerically on its own output: the applied
+    weights must equal the chosen experts' softmax, sigmoid or top-k softmax scores, renormalised or not,
+    up to one constant factor (a routed scaling factor)."""
+    logits, weights, ids = (out[order.index(k)].float() for k in ("logits", "weights", "indices"))
+    ids = ids.long()
+    bias = getattr(router, "e_score_correction_bias", None)
+    groups = (getattr(config, "n_group", None) or 1) > 1
+    found = None
+    if logits.device.type != "meta":
+        candidates = (
+            ("softmax", "probs", logits.softmax(-1).gather(-1, ids)),
+            ("sigmoid", "biased_scores" if bias is not None else "probs", logits.sigmoid().gather(-1, ids)),
+            ("softmax_over_topk", "logits", logits.gather(-1, ids).softmax(-1)),
+        )
+        for scoring, topk_on, raw in candidates:
+            for renormalise, scores in (("never", raw), ("always", raw / raw.sum(-1, keepdim=True))):
+                ratio = weights / scores
+                if torch.allclose(ratio, ratio.flatten()[:1].expand_as(ratio), rtol=1e-4, atol=1e-6):
+                    found = (scoring, topk_on, renormalise, float(ratio.flatten()[0]))
+                    break
+            if found:
+                break
+    scoring, topk_on, renormalise, factor = found or ("unknown", "logits", "never", 1.0)
+    scaled = abs(factor - 1) > 1e-4 and abs(getattr(config, "routed_scaling_factor", 0) - factor) < 1e-4
+    conv = RouterConvention(
+        scoring=scoring,  # type: ignore[arg-type]
+        topk_on=topk_on,  # type: ignore[arg-type]
+        renormalise=renormalise,  # type: ignore[arg-type]
+        correction_bias=bias is not None,
+        group_limited=groups,
+        scaling_factor_attr="routed_scaling_factor" if scaled else None,
+        router_bias=getattr(router, "bias", None) is not None,
+        output_order=order,
+        discovered=True,
+    )
+    # A few dry-run tokens cannot show whether the router sorts its top-k (DeepSeek calls
+    # topk(sorted=False)): ids of a recognised scoring are always served ranked by it (a no-op when sorted).
+    return RouterConvention(**{**vars(conv), "ranked": found is None})
+
+
+def _moe_parts(trace: Trace, base: nn.Module, mlp: Call, block_name: str) -> dict[str, Any]:
+    """Router, routed experts and shared experts inside an MoE block's MLP (paths relative to the block)."""
+    inner = [
+        c
+        for c in trace.calls
+        if c.name.startswith(f"{mlp.name}.") and mlp.start < c.start and c.end < mlp.end
+    ]
+    router = next((c for c in inner if router_parts(c.output) is not None), None)
+    if router is None:
+        return {}
+    order = router_parts(router.output)
+    assert order is not None
+    depth = mlp.name.count(".") + 1
+    children = [c for c in inner if c.name.count(".") == depth and c is not router]
+    experts = next(
+        (c.name for c in children if "expert" in c.name.split(".")[-1] and "shared" not in c.name), None
+    )
+    shared = next((c.name for c in children if "shared" in c.name.split(".")[-1]), None)
+    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
+    logits = router.output[order.index("logits")]
+    ids = router.output[order.index("indices")]
+    return {
+        "router": rel(router.name),
+        "experts": rel(experts),
+        "shared_experts": rel(shared),
+        "convention": _convention(order, router.output, base.get_submodule(router.name), trace.config),
+        "n_experts": int(logits.shape[1]),
+        "top_k": int(ids.shape[1]),
+    }
+
+
+def find_moe(trace: Trace, base: nn.Module, blocks: str) -> dict[str, Any]:
+    """The MoE parts of the first block that routes tokens (dense first layers are skipped)."""
+    router = next(
+        (c for c in trace.calls if c.name.startswith(f"{blocks}.") and router_parts(c.output) is not None),
+        None,
+    )
+    if router is None:
+        return {}
+    depth = blocks.count(".") + 2  # parts of "blocks.i"
+    block_name = ".".join(router.name.split(".")[:depth])
+    child = ".".join(router.name.split(".")[: depth + 1])
+    mlp = next(c for c in trace.calls if c.name == child)
+    return _moe_parts(trace, base, mlp, block_name)
