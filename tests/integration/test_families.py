@@ -36,7 +36,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
-    assert sum(s == "full" for s in status.values()) >= 120
+    assert sum(s == "full" for s in status.values()) >= 126
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -89,6 +89,35 @@ def test_a_hybrid_serves_attention_points_on_its_attention_layers_only() -> None
     with_pattern = [i for i in range(8) if f"blocks.{i}.attn.hook_pattern" in model.points]
     assert with_pattern == full and 0 < len(full) < 8
     assert all(f"blocks.{i}.hook_resid_post" in model.points for i in range(8))
+
+
+def test_a_recurrent_block_at_the_attention_path_is_not_attention() -> None:
+    """RecurrentGemma keeps its recurrent and its attention blocks at one path (``temporal_block``): only
+    the class seen calling the interface serves attention points and statistics."""
+    result = verify_family("recurrent_gemma")
+    assert result.status == "full", result.row()
+    torch.manual_seed(0)
+    config = tiny_config("recurrent_gemma", layers=8)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(config).eval())
+    attention = [i for i, kind in enumerate(config.layer_types) if kind != "linear_attention"]
+    assert [i for i in range(8) if f"blocks.{i}.attn.hook_pattern" in model.points] == attention
+
+
+def test_an_output_gate_is_not_the_output_projection() -> None:
+    """Laguna gates the attention output with ``g_proj(hidden_states)`` after the attention call: the gate
+    reads what the query projection read, so it is ``attn.hook_gate`` and ``o_proj`` stays the projection
+    whose input is ``hook_z``."""
+    assert verify_family("laguna").status == "full"
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("laguna")).eval())
+    assert model.adapter.o_proj == "self_attn.o_proj"
+    ids = torch.tensor([[1, 5, 7, 9]])
+    names = ["blocks.0.attn.hook_gate", "blocks.0.attn.hook_z", "blocks.0.hook_attn_out"]
+    gate, z, out = map(model.read(ids, names).get, names)
+    attn = model.adapter.block_modules(model.base)[0].self_attn
+    with torch.no_grad():
+        assert torch.allclose(attn.o_proj(z.flatten(-2)), out, atol=1e-5)
+        assert gate.shape[:2] == z.shape[:2] and not torch.allclose(gate, torch.zeros_like(gate))
 
 
 def test_soft_capped_scores_and_statistics_follow_the_cap() -> None:

@@ -244,6 +244,10 @@ class ArchAdapter:
         """The decoder blocks in order."""
         return list(get_submodule(base, self.blocks))
 
+    def attention_module(self, block: nn.Module) -> nn.Module | None:
+        """The block's attention module, or None where the block has none (a hybrid's SSM layer)."""
+        return get_submodule(block, self.attn) if has_submodule(block, self.attn) else None
+
     def is_moe_block(self, block: nn.Module) -> bool:
         """Whether this block routes tokens to experts (some families keep dense layers)."""
         return self.router is not None and has_submodule(block, self.router)

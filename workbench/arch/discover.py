@@ -72,6 +72,8 @@ class Layout:
     norm_type: str
     rotary: bool
     sinks: str | None = None  # the attention module's learned sink logits, handed over as s_aux
+    attn_classes: tuple[str, ...] = ()  # class names of the modules that called the interface
+    gate: str | None = None  # an output gate's projection, read from the attention input after attention
     attn_out: str | None = None  # the output projection, where it sits outside the attention module
     mid_kind: str = "input"  # hook_resid_mid is the input of ``mid`` or (post-norm sub-layers) its output
     post_norm: bool = False  # the block returns a norm's output (BERT, BART)
@@ -128,8 +130,12 @@ def _block_parts(
 
     children = _child_calls(trace, block_name, block_call.start - 1, block_call.end + 1)
     attn_child = next(c for c in children if c.name == f"{block_name}.{attn.split('.')[0]}")
-    # the output projection: the first matrix called after the interface returned, in the sub-layer
-    o_proj = next((c for c in inside(attn_child) if c.start > tick and has_matrix(module(c))), None)
+    # the output projection: the first matrix called after the interface returned, in the sub-layer,
+    # that does not read what the query projection read (that is an output gate: Laguna's g_proj)
+    matrices = [c for c in inside(attn_child) if has_matrix(module(c))]
+    first_in = next((c.inputs for c in matrices if c.start < tick), None)
+    gate = next((c for c in matrices if c.start > tick and same(c.inputs, first_in)), None)
+    o_proj = next((c for c in matrices if c.start > tick and c is not gate), None)
     attn_index = children.index(attn_child)
     before, after = children[:attn_index], children[attn_index + 1 :]
     norm_before = [c for c in before if is_norm(module(c))]
@@ -175,6 +181,7 @@ def _block_parts(
     return {
         "o_proj": rel(o_proj),
         "attn_out": None if own or o_proj is None else rel(o_proj),
+        "gate": rel(gate),
         "ln1": rel(ln1_call),
         "ln2": rel(ln2_call),
         "mid": rel(mid),
@@ -258,6 +265,7 @@ def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
         **parts,
         sinks=sinks,
         causal=causal,
+        attn_classes=tuple(sorted({type(base.get_submodule(n)).__name__ for n in found})),
         blocks=blocks,
         n_blocks=n_blocks,
         attn=attn,
@@ -322,6 +330,12 @@ class DiscoveredAdapter(ArchAdapter):
     def v_head_dim(self, config: Any) -> int:
         return self.layout.v_head_dim
 
+    def attention_module(self, block: nn.Module) -> nn.Module | None:
+        """The block's attention module: at the attention path and of a class seen calling the interface
+        (RecurrentGemma keeps its recurrent block at the same path as its attention)."""
+        module = super().attention_module(block)
+        return module if module is not None and type(module).__name__ in self.layout.attn_classes else None
+
     def sink_logits(self, attn_module: nn.Module) -> torch.Tensor | None:
         """The learned sink logits the attention module hands its attention function (None where this
         layer has none: MiMo-V2-Flash keeps them on sliding layers only)."""
@@ -342,13 +356,15 @@ class DiscoveredAdapter(ArchAdapter):
         """The base sites, less those this block lacks (no attention in a linear-attention layer, no
         ``hook_resid_mid`` in a parallel block, no z without a found output projection)."""
         sites = super().block_sites(block)
-        if not has_submodule(block, self.attn):  # a linear-attention or SSM layer of a hybrid
+        if self.attention_module(block) is None:  # a linear-attention or SSM layer of a hybrid
             attention = ("attn.", "kv.", "hook_attn_out")
             sites = {k: v for k, v in sites.items() if not k.startswith(attention)}
         if self.o_proj is None or not has_submodule(block, self.o_proj):
             sites.pop("attn.hook_z", None)
         if not self.mlp or not has_submodule(block, self.mlp):
             sites.pop("hook_mlp_out", None)
+        if self.layout.gate is not None and "attn.hook_z" in sites and has_submodule(block, self.layout.gate):
+            sites["attn.hook_gate"] = Site(self.layout.gate)
         if self.layout.attn_out is not None and "hook_attn_out" in sites:  # a sub-layer's projection (BERT)
             sites["hook_attn_out"] = Site(self.layout.attn_out)
         sites.pop("hook_resid_mid", None)

@@ -13,7 +13,6 @@ import psutil
 import torch
 from rich.progress import Progress
 
-from workbench.arch.base import has_submodule
 from workbench.capture.layout import layout_for, split_prompts
 from workbench.capture.spec import CaptureSpec
 from workbench.capture.store import Capture
@@ -74,7 +73,7 @@ def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str],
     stats = [
         f"blocks.{layer}.attn.{STAT_POINTS[s]}"
         for layer in layers
-        if (spec.layers is None or layer in spec.layers) and has_submodule(blocks[layer], model.adapter.attn)
+        if (spec.layers is None or layer in spec.layers) and model.adapter.attention_module(blocks[layer])
         for s in spec.stats
     ]
     return points, stats
@@ -199,7 +198,7 @@ def _stat_taps(
     for name in stats:
         by_layer.setdefault(int(name.split(".")[1]), []).append(name)
     for layer, names in by_layer.items():
-        attn = blocks[layer].get_submodule(model.adapter.attn)
+        attn = model.adapter.attention_module(blocks[layer])
 
         def compute(call: Any, names: list[str] = names, attn: Any = attn) -> None:
             mask = state["mask"]

@@ -219,7 +219,7 @@ def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[s
         if pattern is not None and layer < len(attentions) and attentions[layer] is not None:
             checks.add("pattern", pattern, attentions[layer])
         if pattern is not None and at + "attn.hook_attn_scores" in values:
-            attn = blocks[layer].get_submodule(adapter.attn)
+            attn = adapter.attention_module(blocks[layer])
             checks.add(
                 "scores", _softmax(values[at + "attn.hook_attn_scores"], adapter.sink_logits(attn)), pattern
             )

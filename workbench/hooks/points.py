@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from workbench.arch.base import ArchAdapter, Site, get_submodule, has_submodule
+from workbench.arch.base import ArchAdapter, Site, get_submodule
 from workbench.errors import HookPointError
 
 
@@ -59,6 +59,12 @@ POINTS: tuple[PointDoc, ...] = (
     ),
     PointDoc(
         "blocks.{L}.attn.hook_z", "[batch, pos, head, d_head_v]", "Per-head attention output before o_proj."
+    ),
+    PointDoc(
+        "blocks.{L}.attn.hook_gate",
+        "[batch, pos, head or head*d_head_v]",
+        "Output gate's projection of the attention input, before its sigmoid or softplus (gated attention: "
+        "Laguna, LFM3, Dots; z is the gated output).",
     ),
     PointDoc(
         "blocks.{L}.hook_attn_out", "[batch, pos, d_model]", "Attention sub-layer output (after o_proj)."
@@ -141,8 +147,7 @@ def resolve_points(base: nn.Module, adapter: ArchAdapter) -> dict[str, ResolvedP
     for name, site in adapter.model_sites().items():
         points[name] = ResolvedPoint(name, get_submodule(base, site.path), site, None)
     for layer, block in enumerate(adapter.block_modules(base)):
-        with_attn = adapter.family != "generic" and has_submodule(block, adapter.attn)
-        attn = get_submodule(block, adapter.attn) if with_attn else None
+        attn = adapter.attention_module(block) if adapter.family != "generic" else None
         for suffix, site in adapter.block_sites(block).items():
             name = f"blocks.{layer}.{suffix}"
             points[name] = ResolvedPoint(name, get_submodule(block, site.path), site, layer, attn)

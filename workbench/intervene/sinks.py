@@ -36,7 +36,7 @@ def remove_sink(
     blocks = model.adapter.block_modules(model.base)
     with ExitStack() as stack:
         for layer, block in enumerate(blocks):
-            if layers is None or layer in layers:
-                attn = block.get_submodule(model.adapter.attn)
+            attn = model.adapter.attention_module(block)
+            if (layers is None or layer in layers) and attn is not None:
                 stack.enter_context(tap(attn, {"mask": [edit]}, model.adapter.eager_attention(attn)))
         yield
