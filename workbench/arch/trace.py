@@ -81,6 +81,20 @@ def same(a: Any, b: Any) -> bool:
     return a is b or (a.shape == b.shape and a.device.type != "meta" and a.data_ptr() == b.data_ptr())
 
 
+def _restore(interface: Any, key: str, previous: Any) -> None:
+    if previous is not None:
+        interface[key] = previous
+    else:
+        interface._local_mapping.pop(key, None)
+
+
+def interface_of(module: nn.Module) -> Any:
+    """The ``AttentionInterface`` the module's modeling file calls: transformers' own, or the family's
+    instance (Doge declares one to add its flex attention)."""
+    own = getattr(sys.modules.get(type(module).__module__), "ALL_ATTENTION_FUNCTIONS", None)
+    return own if isinstance(own, type(ALL_ATTENTION_FUNCTIONS)) else ALL_ATTENTION_FUNCTIONS
+
+
 def trace_forward(model: nn.Module, ids: torch.Tensor) -> Trace:
     """Run ``model`` once on ``ids`` and record every module call and attention-interface call."""
     base = getattr(model, "base_model", model)
@@ -100,12 +114,13 @@ def trace_forward(model: nn.Module, ids: torch.Tensor) -> Trace:
             call = stack.pop()
             call.end, call.output = trace.tick(), output
 
-    previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(key)
-    original = previous or ALL_ATTENTION_FUNCTIONS._global_mapping.get(key)
+    interfaces = {id(i): i for i in [ALL_ATTENTION_FUNCTIONS, *map(interface_of, model.modules())]}
+    previous = {i: interface._local_mapping.get(key) for i, interface in interfaces.items()}
 
     def recorder(
         module: nn.Module, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *a: Any, **kw: Any
     ):
+        original = previous[id(interface_of(module))] or ALL_ATTENTION_FUNCTIONS._global_mapping.get(key)
         name = trace.names.get(id(module))
         if name is not None:
             trace.attention.append((trace.tick(), name, query, k, v))
@@ -122,13 +137,8 @@ def trace_forward(model: nn.Module, ids: torch.Tensor) -> Trace:
             nn.modules.module.register_module_forward_hook(leave),
         ]
         stack.callback(lambda: [h.remove() for h in handles])
-        ALL_ATTENTION_FUNCTIONS[key] = recorder
-        stack.callback(
-            lambda: (
-                ALL_ATTENTION_FUNCTIONS.__setitem__(key, previous)
-                if previous is not None
-                else ALL_ATTENTION_FUNCTIONS._local_mapping.pop(key, None)
-            )
-        )
+        for i, interface in interfaces.items():
+            interface[key] = recorder
+            stack.callback(_restore, interface, key, previous[i])
         model(input_ids=ids, use_cache=False)
     return trace

@@ -294,6 +294,8 @@ def _norm_after_mlp(model: Any, layer: int) -> bool:
 
 def _looks_moe(config: Any) -> bool:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "is_moe", None) is False:  # Doge: an expert count, but a dense MLP unless is_moe
+        return False
     return any((getattr(text, f, None) or 0) > 1 for f in MOE_CONFIG_FIELDS)
 
 

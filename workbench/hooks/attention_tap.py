@@ -3,7 +3,8 @@
 Every supported family computes q, k and v (RoPE applied, cache updated) inside its attention module and
 hands them to ``ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)``.
 While at least one tap is active, the workbench puts a thin wrapper in that interface's local mapping for
-the model's implementation key; the wrapper serves the registered modules and calls the original function
+the model's implementation key (the interface the module's modeling file calls: transformers' own, or a
+family's own instance); the wrapper serves the registered modules and calls the original function
 (the family's own ``eager_attention_forward`` for ``"eager"``). It is removed when the last tap closes.
 Modules without a tap pass straight through.
 
@@ -30,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from workbench.arch.trace import interface_of
 
 TapFn = Callable[[Any], torch.Tensor | None]
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -71,7 +74,8 @@ class TapEntry:
 
 _lock = threading.Lock()
 _entries: dict[int, TapEntry] = {}
-_installed: dict[str, tuple[int, AttentionFn | None]] = {}  # key -> (refcount, previous local mapping)
+# (interface, key) -> (refcount, previous local mapping); the interface is transformers' one or a family's own
+_installed: dict[tuple[int, str], tuple[int, AttentionFn | None]] = {}
 
 
 def _default_eager(module: nn.Module) -> AttentionFn:
@@ -205,24 +209,24 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
     return tapped_attention
 
 
-def _install(key: str) -> None:
-    count, previous = _installed.get(key, (0, None))
+def _install(interface: Any, key: str) -> None:
+    count, previous = _installed.get((id(interface), key), (0, None))
     if count == 0:
-        previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(key)
-        ALL_ATTENTION_FUNCTIONS[key] = _wrapper(key, previous)
-    _installed[key] = (count + 1, previous)
+        previous = interface._local_mapping.get(key)
+        interface[key] = _wrapper(key, previous)
+    _installed[(id(interface), key)] = (count + 1, previous)
 
 
-def _uninstall(key: str) -> None:
-    count, previous = _installed[key]
+def _uninstall(interface: Any, key: str) -> None:
+    count, previous = _installed[(id(interface), key)]
     if count > 1:
-        _installed[key] = (count - 1, previous)
+        _installed[(id(interface), key)] = (count - 1, previous)
         return
-    del _installed[key]
+    del _installed[(id(interface), key)]
     if previous is None:
-        del ALL_ATTENTION_FUNCTIONS[key]
+        del interface[key]
     else:
-        ALL_ATTENTION_FUNCTIONS[key] = previous
+        interface[key] = previous
 
 
 @contextmanager
@@ -240,13 +244,14 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
     """
     # the model may switch to eager inside the context (a pattern hook), so both keys are served
     keys = sorted({module.config._attn_implementation, "eager"})
+    interface = interface_of(module)
     with _lock:
         entry = _entries.setdefault(id(module), TapEntry(eager or _default_eager(module)))
         for field_name, fns in callbacks.items():
             entry.callbacks.setdefault(field_name, []).extend(fns)
         entry.users += 1
         for key in keys:
-            _install(key)
+            _install(interface, key)
     try:
         yield
     finally:
@@ -261,4 +266,4 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
             if entry.users == 0:
                 _entries.pop(id(module), None)
             for key in keys:
-                _uninstall(key)
+                _uninstall(interface, key)
