@@ -12,21 +12,34 @@ from typing import Any
 
 VOCAB = 512
 LAYERS = 2
+LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers", "encoder_layers")
 SIZES: dict[str, Any] = {
     "vocab_size": VOCAB,
-    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim"), 64),
-    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers"), LAYERS),
-    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads"), 4),
+    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim", "emb_dim"), 64),
+    **dict.fromkeys(LAYER_FIELDS, LAYERS),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads"), 4),
+    "encoder_attention_heads": 4,
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), 2),
-    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size"), 96),
+    **dict.fromkeys(
+        ("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "decoder_ffn_dim"), 96
+    ),
+    "encoder_ffn_dim": 96,
     **dict.fromkeys(("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"), 128),
     "head_dim": 16,
     "rotary_dim": 8,  # GPT-J, CodeGen: RoPE on part of each 16-wide head
     **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 4),
     **dict.fromkeys(("num_experts_per_tok", "moe_topk", "moe_k", "top_k"), 2),
     **dict.fromkeys(
-        ("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size"), 32
+        (
+            "moe_intermediate_size",
+            "shared_expert_intermediate_size",
+            "expert_intermediate_size",
+            "expert_ffn_hidden_size",
+        ),
+        32,
     ),
+    "vocab_size_per_layer_input": VOCAB,  # Gemma 4's per-layer embeddings
+    "encoder_hash_byte_group_vocab": VOCAB,  # BLT's hash embeddings
     "kv_lora_rank": 16,
     "q_lora_rank": 24,
     "qk_rope_head_dim": 8,
@@ -47,6 +60,11 @@ SIZES: dict[str, Any] = {
 FIXES: dict[str, dict[str, Any]] = {  # fields a family's tiny config needs beyond the sizes
     "dbrx": {"attn_config": {"rope_theta": 10000.0, "kv_n_heads": 2, "clip_qkv": 8.0}},  # defaults fail
     "xmod": {"default_language": "en_XX"},  # its adapters need a language
+    "zaya": {"num_experts_per_tok": 1},  # ZAYA routes to one expert only
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # one global and one local layer
+    "dots1": {"n_shared_experts": 1},
+    "gemma4_text": {"num_experts": None},  # dense by default (an expert count turns MoE blocks on)
+    "gemma4": {"text_config": {"num_experts": None}},
 }
 
 
@@ -57,7 +75,7 @@ def _small(cls: type, layers: int) -> dict[str, Any]:
     params = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     default = cls()
-    sizes = {**SIZES, **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers"), layers)}
+    sizes = {**SIZES, **dict.fromkeys(LAYER_FIELDS, layers)}
     kwargs = {k: v for k, v in sizes.items() if k in params or (takes_any and hasattr(default, k))}
     if "kv_lora_rank" in kwargs:  # MLA: every head has its own key and value; sizes from the rope/nope dims
         kwargs.pop("head_dim", None)
