@@ -18,9 +18,9 @@ from workbench.families.verify import verify_family
 from workbench.models.tiny import build_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
-FULL_NOW = {  # staples full today; the rest (Llama 4's router, DBRX, Falcon, OPT, Bloom) are still to do
+FULL_NOW = {  # staples full today; the rest (Llama 4, Falcon, OPT, Bloom) are still to do
     "gpt_neox", "gemma", "gemma2", "gemma3_text", "qwen3", "olmo", "olmo2", "olmo3", "phi3", "glm4_moe",
-    "gptj", "starcoder2", "cohere", "granite",
+    "gptj", "starcoder2", "cohere", "granite", "dbrx",
 }  # fmt: skip
 
 
@@ -36,7 +36,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
-    assert sum(s == "full" for s in status.values()) >= 131
+    assert sum(s == "full" for s in status.values()) >= 132
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -193,3 +193,21 @@ def test_bert_derived_decoders_are_discovered_as_post_norm_sub_layers() -> None:
         assert not torch.allclose(norm(post + mlp_out), post, atol=1e-2)  # a wrong mid shows
     pattern = model.read(ids, "blocks.0.attn.hook_pattern")["blocks.0.attn.hook_pattern"]
     assert pattern[0, :, 0, 1:].abs().max() == 0  # causal: the first token sees only itself
+
+
+def test_a_router_returning_logits_only_is_read_at_its_experts_arguments() -> None:
+    """DBRX's router returns logits; ``route_tokens_to_experts`` (a method, not a module) picks the
+    experts and the experts module receives ``(hidden, ids, weights)``. Discovery serves the ids and
+    weights at those arguments; they equal what HF's own method returns for the router's logits."""
+    assert "dbrx" not in BY_MODEL_TYPE
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("dbrx")).eval())
+    assert model.adapter.layout.expert_args == (1, 2) and model.adapter.experts == "ffn.experts"
+    names = [f"blocks.1.moe.hook_{p}" for p in ("router_logits", "expert_weights", "expert_indices")]
+    logits, weights, indices = map(model.read(torch.tensor([[1, 5, 7, 9, 11]]), names).get, names)
+    ffn = model.adapter.block_modules(model.base)[1].ffn
+    with torch.no_grad():
+        hf_weights, hf_ids = ffn.route_tokens_to_experts(logits)
+    assert indices.shape == (5, 2) and torch.equal(indices, hf_ids)
+    assert torch.allclose(weights, hf_weights, atol=1e-6)
+    assert workbench.card(model).get("experts") == 4

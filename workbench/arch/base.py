@@ -26,7 +26,7 @@ class Site:
 
     Attributes:
         path: Dotted module path (relative to the block for block sites, to the base model otherwise).
-        kind: ``"output"`` (forward hook), ``"input"`` (forward pre-hook, first positional argument or
+        kind: ``"output"`` (forward hook), ``"input"`` (forward pre-hook, positional argument ``arg`` or
             ``hidden_states``) or ``"tap"`` (tensors the attention module hands to its attention function).
         index: Element of a tuple output (``None`` when the output is a tensor).
         field: For taps, which tensor: ``"q"``, ``"k"``, ``"v"``, ``"scores"``, ``"kv_key"``, ``"kv_value"``.
@@ -37,6 +37,7 @@ class Site:
         rank_topk: The value is the router's top-k ids or weights and the router returns them unsorted:
             they are served ranked by its selection score (:meth:`ArchAdapter.topk_order`), and a
             replacement goes back in the router's own column order.
+        arg: For inputs, which positional argument (the experts module's ids and weights: DBRX).
     """
 
     path: str
@@ -46,6 +47,7 @@ class Site:
     split_heads: bool = False
     read_only: bool = False
     rank_topk: bool = False
+    arg: int = 0
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class Layout:
     attn_classes: tuple[str, ...] = ()  # class names of the modules that called the interface
     gate: str | None = None  # an output gate's projection, read from the attention input after attention
     attn_out: str | None = None  # the output projection, where it sits outside the attention module
+    mid_index: int | None = None  # the element of ``mid``'s output tuple (None: the first)
     mid_kind: str = "input"  # hook_resid_mid is the input of ``mid`` or (post-norm sub-layers) its output
     post_norm: bool = False  # the block returns a norm's output (BERT, BART)
     causal: bool = True
@@ -84,6 +85,8 @@ class Layout:
     convention: RouterConvention | None = None
     n_experts: int = 0
     top_k: int = 0
+    router_index: int | None = None  # where the logits sit in the router's output (logits-only routers)
+    expert_args: tuple[int, int] | None = None  # (ids, weights) arguments of the experts module
 
 
 def _block_of(name: str, base: nn.Module) -> tuple[str, int, str] | None:
@@ -148,7 +151,7 @@ def _block_parts(
     norms = [c for c in after if mlp_in is not None and c.start < mlp_in.start and is_norm(module(c))]
     # a post-norm block returns a norm's output (BERT, BART); its resid_mid is the normalised stream
     post_norm = any(same(block_call.output, c.output) for c in inside(block_call) if is_norm(module(c)))
-    ln2_call, mid, mid_kind, parallel = None, None, "input", False
+    ln2_call, mid, mid_kind, mid_index, parallel = None, None, "input", None, False
     if mlp_call is not None:
         attn_out = attn_child.output
         parallel = same(mlp_in.inputs, block_in) or (
@@ -161,6 +164,14 @@ def _block_parts(
             mid_kind = "output" if post_norm else "input"
         elif not parallel and not any(same(mlp_in.inputs, c.output) for c in norms):
             mid = mlp_in  # post-norm blocks (OLMo 2): the MLP reads the residual stream itself
+    if mlp_call is not None and isinstance(attn_child.output, tuple):
+        # a sub-layer returning (residual, its norm of it) (DBRX's norm_attn_norm): resid_mid is the
+        # element a norm inside it read after attention, when the MLP reads that norm's output
+        late = [c for c in inside(attn_child) if c.start > tick and is_norm(module(c))]
+        for i, value in enumerate(attn_child.output):
+            norm = next((c for c in late if same(c.inputs, value) and same(mlp_in.inputs, c.output)), None)
+            if norm is not None:
+                ln2_call, mid, mid_kind, mid_index = norm, attn_child, "output", i
     if mlp_call is not None and dims(mlp_call.output) != dims(block_call.inputs):
         mlp_call = mid = ln2_call = None  # flattened batch and positions around the MLP (OPT)
     mlp_out, mlp_down = mlp_call, None
@@ -186,6 +197,7 @@ def _block_parts(
         "ln2": rel(ln2_call),
         "mid": rel(mid),
         "mid_kind": mid_kind,
+        "mid_index": mid_index,
         "post_norm": post_norm,
         "mlp": rel(mlp_out),
         "mlp_tuple": mlp_out is not None and isinstance(mlp_out.output, tuple),
@@ -365,11 +377,19 @@ class DiscoveredAdapter(ArchAdapter):
             sites.pop("hook_mlp_out", None)
         if self.layout.gate is not None and "attn.hook_z" in sites and has_submodule(block, self.layout.gate):
             sites["attn.hook_gate"] = Site(self.layout.gate)
+        if self.layout.expert_args is not None and "moe.hook_router_logits" in sites:
+            ids, weights = self.layout.expert_args
+            assert self.router is not None and self.experts is not None
+            sites["moe.hook_router_logits"] = Site(
+                self.router, index=self.layout.router_index, read_only=True
+            )
+            sites["moe.hook_expert_weights"] = Site(self.experts, "input", arg=weights)
+            sites["moe.hook_expert_indices"] = Site(self.experts, "input", arg=ids)
         if self.layout.attn_out is not None and "hook_attn_out" in sites:  # a sub-layer's projection (BERT)
             sites["hook_attn_out"] = Site(self.layout.attn_out)
         sites.pop("hook_resid_mid", None)
         mid = self.layout.mid
         if mid is not None and has_submodule(block, mid):
             kind = "output" if self.layout.mid_kind == "output" else "input"
-            sites["hook_resid_mid"] = Site(mid, kind)  # an output tuple's first element
+            sites["hook_resid_mid"] = Site(mid, kind, index=self.layout.mid_index)  # default: element 0
         return sites

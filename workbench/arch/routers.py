@@ -104,16 +104,73 @@ def _moe_parts(trace: Trace, base: nn.Module, mlp: Call, block_name: str) -> dic
     }
 
 
+def expert_inputs(call: Call) -> tuple[int, int] | None:
+    """(ids, weights) argument positions of an experts module called as ``experts(hidden [tokens, d] or
+    [batch, pos, d], ids int [tokens, k], weights float [tokens, k])`` (DBRX, ZAYA), or None."""
+    args = call.inputs
+    ints = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and not a.is_floating_point()]
+    if len(ints) != 1 or args[ints[0]].dim() != 2:
+        return None
+    ids = args[ints[0]]
+    floats = [
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.shape == ids.shape
+    ]
+    return (ints[0], floats[0]) if len(floats) == 1 else None
+
+
+def _logits_of(call: Call, tokens: int, k: int) -> int | None:
+    """Which element of a module's output is router logits [tokens, E >= k] (None: not a router)."""
+    out = call.output if isinstance(call.output, tuple) else (call.output,)
+    for i, t in enumerate(out):
+        floating = isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 2
+        if floating and t.shape[0] == tokens and t.shape[1] >= k and t.shape[1] > 1:
+            return i
+    return None
+
+
+def _routed_by_inputs(trace: Trace, base: nn.Module, mlp: Call, block_name: str) -> dict[str, Any]:
+    """A router that returns logits only, its choice handed to the experts module as arguments: the
+    router is the first module in the MLP returning logits before the experts are called."""
+    inner = [c for c in trace.calls if c.name.startswith(f"{mlp.name}.") and mlp.start < c.start < mlp.end]
+    experts = next((c for c in inner if expert_inputs(c) is not None), None)
+    if experts is None:
+        return {}
+    ids_arg, weights_arg = expert_inputs(experts)  # type: ignore[misc]
+    ids, weights = experts.inputs[ids_arg], experts.inputs[weights_arg]
+    router = next((c for c in inner if c.end < experts.start and _logits_of(c, *ids.shape) is not None), None)
+    if router is None:
+        return {}
+    index = _logits_of(router, *ids.shape)
+    logits = (router.output if isinstance(router.output, tuple) else (router.output,))[index]
+    order = ("logits", "weights", "indices")
+    conv = _convention(order, (logits, weights, ids), base.get_submodule(router.name), trace.config)
+    rel = lambda name: name[len(block_name) + 1 :]  # noqa: E731
+    return {
+        "router": rel(router.name),
+        "experts": rel(experts.name),
+        "shared_experts": None,
+        "convention": RouterConvention(**{**vars(conv), "ranked": True}),  # served as the experts got them
+        "n_experts": int(logits.shape[1]),
+        "top_k": int(ids.shape[1]),
+        "router_index": index if isinstance(router.output, tuple) else None,
+        "expert_args": (ids_arg, weights_arg),
+    }
+
+
 def find_moe(trace: Trace, base: nn.Module, blocks: str) -> dict[str, Any]:
-    """The MoE parts of the first block that routes tokens (dense first layers are skipped)."""
-    router = next(
-        (c for c in trace.calls if c.name.startswith(f"{blocks}.") and router_parts(c.output) is not None),
-        None,
-    )
+    """The MoE parts of the first block that routes tokens (dense first layers are skipped): a router
+    returning ``(logits, weights, ids)``, or one returning logits whose choice the experts module takes
+    as arguments."""
+    inside = [c for c in trace.calls if c.name.startswith(f"{blocks}.")]
+    router = next((c for c in inside if router_parts(c.output) is not None or expert_inputs(c)), None)
     if router is None:
         return {}
     depth = blocks.count(".") + 2  # parts of "blocks.i"
     block_name = ".".join(router.name.split(".")[:depth])
     child = ".".join(router.name.split(".")[: depth + 1])
     mlp = next(c for c in trace.calls if c.name == child)
-    return _moe_parts(trace, base, mlp, block_name)
+    if router_parts(router.output) is not None:
+        return _moe_parts(trace, base, mlp, block_name)
+    return _routed_by_inputs(trace, base, mlp, block_name)

@@ -58,7 +58,10 @@ SIZES: dict[str, Any] = {
 
 
 FIXES: dict[str, dict[str, Any]] = {  # fields a family's tiny config needs beyond the sizes
-    "dbrx": {"attn_config": {"rope_theta": 10000.0, "kv_n_heads": 2, "clip_qkv": 8.0}},  # defaults fail
+    "dbrx": {  # the attention defaults fail; top-2 of 4 so that the order of the chosen experts shows
+        "attn_config": {"rope_theta": 10000.0, "kv_n_heads": 2, "clip_qkv": 8.0},
+        "ffn_config": {"moe_top_k": 2, "moe_num_experts": 4, "ffn_hidden_size": 32},
+    },
     "xmod": {"default_language": "en_XX"},  # its adapters need a language
     "zaya": {"num_experts_per_tok": 1},  # ZAYA routes to one expert only
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # one global and one local layer

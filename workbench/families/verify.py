@@ -136,8 +136,11 @@ def _output_norm(model: Any, layer: int) -> torch.nn.Module:
 
 def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
     """Each MoE block's router module output by layer, under eager attention (plain torch hooks: the
-    reference the router points are checked against)."""
+    reference the router points are checked against). A router returning logits only (DBRX) gives
+    ``(logits, weights, ids)``, the choice read from the arguments its experts module received."""
     returned: dict[int, tuple] = {}
+    handed: dict[int, tuple] = {}
+    args = getattr(getattr(model.adapter, "layout", None), "expert_args", None)
     handles = []
     for layer, block in enumerate(model.adapter.block_modules(model.base)):
         if model.adapter.is_moe_block(block):
@@ -145,13 +148,24 @@ def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
             handles.append(
                 router.register_forward_hook(lambda m, a, out, L=layer: returned.__setitem__(L, out))
             )
+            if args is not None:
+                experts = block.get_submodule(model.adapter.experts)
+                handles.append(
+                    experts.register_forward_pre_hook(lambda m, a, L=layer: handed.__setitem__(L, a))
+                )
     try:
         with torch.no_grad():
             model.hf(input_ids=ids, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    return returned
+    if args is None:
+        return returned
+    index = model.adapter.layout.router_index
+    return {
+        layer: (out if index is None else out[index], handed[layer][args[1]], handed[layer][args[0]])
+        for layer, out in returned.items()
+    }
 
 
 def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:

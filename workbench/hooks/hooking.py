@@ -63,13 +63,13 @@ def _output_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site
 
 def _input_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int) -> Callable:
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-        value = args[0] if args else kwargs["hidden_states"]
+        value = args[site.arg] if len(args) > site.arg else kwargs["hidden_states"]
         out = call(_to_canonical(value, site, n_heads))
         if out is None:
             return None
         out = _from_canonical(out, site)
-        if args:
-            return (out, *args[1:]), kwargs
+        if len(args) > site.arg:
+            return (*args[: site.arg], out, *args[site.arg + 1 :]), kwargs
         return args, {**kwargs, "hidden_states": out}
 
     return hook

@@ -197,7 +197,7 @@ def _read_nnsight(
                 point = model.points[name]
                 envoy = model.native.get(module_names[id(point.module)])
                 if point.site.kind == "input":
-                    value = envoy.input
+                    value = envoy.inputs[0][point.site.arg] if point.site.arg else envoy.input
                 else:
                     value = envoy.output
                     if is_tuple:
