@@ -18,9 +18,9 @@ from workbench.families.verify import verify_family
 from workbench.models.tiny import build_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
-FULL_NOW = {  # staples full today; the rest (Llama 4, Falcon, OPT, Bloom) are still to do
+FULL_NOW = {  # staples full today; the rest (Falcon, Bloom) are still to do
     "gpt_neox", "gemma", "gemma2", "gemma3_text", "qwen3", "olmo", "olmo2", "olmo3", "phi3", "glm4_moe",
-    "gptj", "starcoder2", "cohere", "granite", "dbrx",
+    "gptj", "starcoder2", "cohere", "granite", "dbrx", "opt", "llama4_text",
 }  # fmt: skip
 
 
@@ -36,7 +36,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert {s for s in STAPLES if status[s] == "full"} >= FULL_NOW
-    assert sum(s == "full" for s in status.values()) >= 132
+    assert sum(s == "full" for s in status.values()) >= 136
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -211,3 +211,43 @@ def test_a_router_returning_logits_only_is_read_at_its_experts_arguments() -> No
     assert indices.shape == (5, 2) and torch.equal(indices, hf_ids)
     assert torch.allclose(weights, hf_weights, atol=1e-6)
     assert workbench.card(model).get("experts") == 4
+
+
+def test_points_of_a_flattened_mlp_are_served_per_position() -> None:
+    """OPT flattens batch and positions around its MLP (``[batch * pos, d]``): its resid_mid and mlp_out
+    are served as ``[batch, pos, d]``, and a replacement goes back flattened (zeroing mlp_out through
+    the workbench gives what a plain torch hook zeroing fc2 gives)."""
+    assert "opt" not in BY_MODEL_TYPE and verify_family("opt").status == "full"
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("opt")).eval())
+    ids = torch.tensor([[1, 5, 7, 9, 11], [2, 4, 6, 8, 10]])
+    names = ["blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+    mid, mlp_out, post = map(model.read(ids, names).get, names)
+    assert mid.shape == mlp_out.shape == (2, 5, 64)
+    assert torch.allclose(mid + mlp_out, post, atol=1e-5)  # per position, batch rows kept apart
+    zero = lambda value, name: torch.zeros_like(value)  # noqa: E731
+    with torch.no_grad():
+        ablated = model.run_with_hooks(ids, {"blocks.0.hook_mlp_out": zero}).logits
+        fc2 = model.adapter.block_modules(model.base)[0].fc2
+        handle = fc2.register_forward_hook(lambda m, a, out: torch.zeros_like(out))
+        try:
+            expected = model.hf(input_ids=ids).logits
+        finally:
+            handle.remove()
+    assert torch.allclose(ablated, expected, atol=1e-6)
+
+
+def test_a_dense_choice_router_serves_its_nonzero_experts_ranked() -> None:
+    """Llama 4's router returns ``(scores, logits)``: scores are sigmoid of the chosen logits scattered
+    into zeros. The ids served are its nonzero columns, ranked by weight; the weights are those entries."""
+    torch.manual_seed(0)
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config("llama4_text")).eval())
+    assert model.adapter.layout.dense_choice == 0 and model.adapter.router_convention.scoring == "sigmoid"
+    names = [f"blocks.0.moe.hook_{p}" for p in ("router_logits", "expert_weights", "expert_indices")]
+    logits, weights, indices = map(model.read(torch.tensor([[1, 5, 7, 9, 11]]), names).get, names)
+    assert indices.shape == (5, 2)
+    chosen = logits.gather(-1, indices)
+    assert (chosen[:, 0] >= chosen[:, 1]).all()  # column 0 is the top choice
+    assert torch.allclose(weights, chosen.sigmoid(), atol=1e-6)
+    # HF's router picks the top 2 logits (its topk); the served set is that set
+    assert torch.equal(indices.sort(-1).values, logits.topk(2, -1).indices.sort(-1).values)

@@ -38,6 +38,12 @@ class Site:
             they are served ranked by its selection score (:meth:`ArchAdapter.topk_order`), and a
             replacement goes back in the router's own column order.
         arg: For inputs, which positional argument (the experts module's ids and weights: DBRX).
+        flat: The module sees batch and positions flattened (``[batch * pos, d]``: OPT's MLP, Llama 4's
+            MoE): the value is served as ``[batch, pos, d]`` (the block input's leading shape) and a
+            replacement flattened back.
+        dense_topk: ``("values" | "indices", k)``: the module returns its choice as a dense
+            ``[tokens, n_experts]`` tensor, zero off the chosen experts (Llama 4's router scores); the
+            value served is that tensor's top-k weights or ids, descending (read-only).
     """
 
     path: str
@@ -48,6 +54,8 @@ class Site:
     read_only: bool = False
     rank_topk: bool = False
     arg: int = 0
+    flat: bool = False
+    dense_topk: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

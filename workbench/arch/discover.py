@@ -24,7 +24,7 @@ a file in ``workbench/arch/`` with its overrides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -75,6 +75,7 @@ class Layout:
     attn_classes: tuple[str, ...] = ()  # class names of the modules that called the interface
     gate: str | None = None  # an output gate's projection, read from the attention input after attention
     attn_out: str | None = None  # the output projection, where it sits outside the attention module
+    flat: bool = False  # the MLP sees [batch * pos, d]
     mid_index: int | None = None  # the element of ``mid``'s output tuple (None: the first)
     mid_kind: str = "input"  # hook_resid_mid is the input of ``mid`` or (post-norm sub-layers) its output
     post_norm: bool = False  # the block returns a norm's output (BERT, BART)
@@ -86,6 +87,7 @@ class Layout:
     n_experts: int = 0
     top_k: int = 0
     router_index: int | None = None  # where the logits sit in the router's output (logits-only routers)
+    dense_choice: int | None = None  # where a dense [tokens, E] choice sits in the router's output
     expert_args: tuple[int, int] | None = None  # (ids, weights) arguments of the experts module
 
 
@@ -172,8 +174,8 @@ def _block_parts(
             norm = next((c for c in late if same(c.inputs, value) and same(mlp_in.inputs, c.output)), None)
             if norm is not None:
                 ln2_call, mid, mid_kind, mid_index = norm, attn_child, "output", i
-    if mlp_call is not None and dims(mlp_call.output) != dims(block_call.inputs):
-        mlp_call = mid = ln2_call = None  # flattened batch and positions around the MLP (OPT)
+    # batch and positions flattened around the MLP (OPT, Llama 4's MoE): its points are unflattened
+    flat = mlp_call is not None and dims(mlp_call.output) == 2 and dims(block_call.output) == 3
     mlp_out, mlp_down = mlp_call, None
     if mlp_call is not None and sum(isinstance(a, torch.Tensor) for a in mlp_call.inputs) > 1:
         # the MLP's last module adds the residual itself (BERT's output): its first matrix is mlp_out,
@@ -203,6 +205,7 @@ def _block_parts(
         "mlp_tuple": mlp_out is not None and isinstance(mlp_out.output, tuple),
         "mlp_down": mlp_down[len(block_name) + 1 :] if mlp_down else None,
         "parallel": parallel,
+        "flat": flat,
     }
 
 
@@ -295,6 +298,15 @@ def discover_layout(model: nn.Module, n_tokens: int = 4) -> Layout:
     )
 
 
+FLAT_POINTS = {
+    "hook_resid_mid",
+    "hook_mlp_out",
+    "mlp.hook_post",
+    "moe.hook_routed_out",
+    "moe.hook_shared_out",
+}
+
+
 class DiscoveredAdapter(ArchAdapter):
     """An adapter built from :func:`discover_layout`: the family's paths and head sizes as the model
     showed them. Config facts it cannot see (experts, sliding windows) keep the base defaults."""
@@ -385,6 +397,18 @@ class DiscoveredAdapter(ArchAdapter):
             )
             sites["moe.hook_expert_weights"] = Site(self.experts, "input", arg=weights)
             sites["moe.hook_expert_indices"] = Site(self.experts, "input", arg=ids)
+        if self.layout.dense_choice is not None and "moe.hook_router_logits" in sites:
+            assert self.router is not None
+            dense, k = self.layout.dense_choice, self.layout.top_k
+            sites["moe.hook_router_logits"] = Site(
+                self.router, index=self.layout.router_index, read_only=True
+            )
+            sites["moe.hook_expert_weights"] = Site(
+                self.router, index=dense, dense_topk=("values", k), read_only=True
+            )
+            sites["moe.hook_expert_indices"] = Site(
+                self.router, index=dense, dense_topk=("indices", k), read_only=True
+            )
         if self.layout.attn_out is not None and "hook_attn_out" in sites:  # a sub-layer's projection (BERT)
             sites["hook_attn_out"] = Site(self.layout.attn_out)
         sites.pop("hook_resid_mid", None)
@@ -392,4 +416,7 @@ class DiscoveredAdapter(ArchAdapter):
         if mid is not None and has_submodule(block, mid):
             kind = "output" if self.layout.mid_kind == "output" else "input"
             sites["hook_resid_mid"] = Site(mid, kind, index=self.layout.mid_index)  # default: element 0
+        if self.layout.flat:
+            for name in FLAT_POINTS & sites.keys():
+                sites[name] = replace(sites[name], flat=True)
         return sites

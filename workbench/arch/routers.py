@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from workbench.arch.base import RouterConvention
-from workbench.arch.trace import Call, Trace
+from workbench.arch.trace import Call, Trace, dims
 
 
 def router_parts(out: Any) -> tuple[str, str, str] | None:
@@ -159,14 +159,74 @@ def _routed_by_inputs(trace: Trace, base: nn.Module, mlp: Call, block_name: str)
     }
 
 
+def dense_choice(out: Any) -> tuple[int, int, int] | None:
+    """(logits index, dense-choice index, k) of a router returning ``(scores, logits)`` where ``scores``
+    [tokens, E] is zero off the k chosen experts of every token (Llama 4), or None."""
+    if not isinstance(out, tuple) or len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
+        return None
+    if any(t.dim() != 2 or not t.is_floating_point() or t.device.type == "meta" for t in out):
+        return None
+    if out[0].shape != out[1].shape:
+        return None
+    for dense in (0, 1):
+        counts = (out[dense] != 0).sum(-1)
+        k = int(counts[0])
+        if 0 < k < out[dense].shape[1] and bool((counts == k).all()) and bool((out[1 - dense] != 0).all()):
+            return 1 - dense, dense, k
+    return None
+
+
+def _routed_densely(trace: Trace, base: nn.Module, router: Call, block_name: str) -> dict[str, Any]:
+    """A router returning its choice as a dense tensor beside its logits: ids and weights are that
+    tensor's top-k (its nonzero entries, descending)."""
+    logits_at, dense_at, k = dense_choice(router.output)  # type: ignore[misc]
+    dense, logits = router.output[dense_at], router.output[logits_at]
+    weights, ids = dense.topk(k, dim=-1)
+    order = ("logits", "weights", "indices")
+    conv = _convention(order, (logits, weights, ids), base.get_submodule(router.name), trace.config)
+    mlp = ".".join(router.name.split(".")[: block_name.count(".") + 2])
+    inner = [
+        c for c in trace.calls if c.name.startswith(f"{mlp}.") and c.name.count(".") == mlp.count(".") + 1
+    ]
+    shared = next((c.name for c in inner if "shared" in c.name.split(".")[-1]), None)
+    # routed experts whose output is one row per token (Llama 4's hold one row per token and expert:
+    # no [batch, pos, d] value, so no moe.hook_routed_out)
+    experts = next(
+        (
+            c.name
+            for c in inner
+            if "expert" in c.name.split(".")[-1]
+            and c.name != shared
+            and dims(c.output) == 2
+            and c.output.shape[0] == logits.shape[0]
+        ),
+        None,
+    )
+    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
+    return {
+        "router": rel(router.name),
+        "experts": rel(experts),
+        "shared_experts": rel(shared),
+        "convention": RouterConvention(**{**vars(conv), "ranked": True}),  # topk of the dense choice
+        "n_experts": int(logits.shape[1]),
+        "top_k": k,
+        "router_index": logits_at,
+        "dense_choice": dense_at,
+    }
+
+
 def find_moe(trace: Trace, base: nn.Module, blocks: str) -> dict[str, Any]:
     """The MoE parts of the first block that routes tokens (dense first layers are skipped): a router
     returning ``(logits, weights, ids)``, or one returning logits whose choice the experts module takes
     as arguments."""
     inside = [c for c in trace.calls if c.name.startswith(f"{blocks}.")]
-    router = next((c for c in inside if router_parts(c.output) is not None or expert_inputs(c)), None)
+    router = next(
+        (c for c in inside if router_parts(c.output) or expert_inputs(c) or dense_choice(c.output)), None
+    )
     if router is None:
         return {}
+    if dense_choice(router.output) is not None:
+        return _routed_densely(trace, base, router, ".".join(router.name.split(".")[: blocks.count(".") + 2]))
     depth = blocks.count(".") + 2  # parts of "blocks.i"
     block_name = ".".join(router.name.split(".")[:depth])
     child = ".".join(router.name.split(".")[: depth + 1])

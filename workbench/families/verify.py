@@ -137,7 +137,8 @@ def _output_norm(model: Any, layer: int) -> torch.nn.Module:
 def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
     """Each MoE block's router module output by layer, under eager attention (plain torch hooks: the
     reference the router points are checked against). A router returning logits only (DBRX) gives
-    ``(logits, weights, ids)``, the choice read from the arguments its experts module received."""
+    ``(logits, weights, ids)``, the choice read from the arguments its experts module received; one
+    returning a dense choice (Llama 4) gives its nonzero entries."""
     returned: dict[int, tuple] = {}
     handed: dict[int, tuple] = {}
     args = getattr(getattr(model.adapter, "layout", None), "expert_args", None)
@@ -159,6 +160,14 @@ def router_outputs(model: Any, ids: torch.Tensor) -> dict[int, tuple]:
     finally:
         for handle in handles:
             handle.remove()
+    dense = getattr(getattr(model.adapter, "layout", None), "dense_choice", None)
+    if dense is not None:  # Llama 4: the chosen experts are the nonzero entries of the dense scores
+        out = {}
+        for layer, value in returned.items():
+            scores = value[dense]
+            ids = (scores != 0).nonzero()[:, 1].view(scores.shape[0], -1)
+            out[layer] = (value[model.adapter.layout.router_index], scores.gather(-1, ids), ids)
+        return out
     if args is None:
         return returned
     index = model.adapter.layout.router_index
@@ -297,13 +306,24 @@ def _mlp_out_check(model: Any, values: dict[str, torch.Tensor], at: str, checks:
 
 
 def _norm_after_mlp(model: Any, layer: int) -> bool:
-    """Whether the block normalises the MLP's output before adding it (Gemma 2, OLMo 2): the residual
-    difference is then not the MLP output itself."""
-    children = list(model.adapter.block_modules(model.base)[layer].named_children())
-    names = [n for n, _ in children]
+    """Whether the block calls a norm child after its MLP (Gemma 2, OLMo 2 normalise the MLP's output
+    before adding it): the residual difference is then not the MLP output itself. Call order, from
+    plain hooks on one forward (registration order misleads: OPT registers its pre-MLP norm last)."""
+    block = model.adapter.block_modules(model.base)[layer]
     mlp = model.adapter.mlp.split(".")[0]
-    after = children[names.index(mlp) + 1 :] if mlp in names else []
-    return any("norm" in type(child).__name__.lower() for _, child in after)
+    order: list[str] = []
+    handles = [
+        child.register_forward_hook(lambda m, a, o, n=name: order.append(n))
+        for name, child in block.named_children()
+    ]
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=torch.tensor([PROMPT[:3]], device=model.device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    after = order[order.index(mlp) + 1 :] if mlp in order else []
+    return any("norm" in type(block.get_submodule(n)).__name__.lower() for n in after)
 
 
 def _looks_moe(config: Any) -> bool:

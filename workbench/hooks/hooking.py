@@ -20,7 +20,7 @@ from workbench.arch.base import ArchAdapter, Site
 from workbench.errors import HookPointError
 from workbench.hooks.attention_tap import TapFn, tap
 from workbench.hooks.points import ResolvedPoint
-from workbench.hooks.topk import rank, router_order, unrank
+from workbench.hooks.topk import dense_topk, rank, router_order, unrank
 
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
 Call = Callable[[torch.Tensor], torch.Tensor | None]  # a hook function bound to its point's name
@@ -38,22 +38,43 @@ def _guard(name: str, site: Site, fn: HookFn) -> Call:
     return call
 
 
-def _to_canonical(value: torch.Tensor, site: Site, n_heads: int) -> torch.Tensor:
+def _to_canonical(value: torch.Tensor, site: Site, n_heads: int, lead: Any = None) -> torch.Tensor:
+    if site.dense_topk is not None:
+        return dense_topk(value, site.dense_topk)
+    if site.flat and lead and value.dim() == 2:  # [batch * pos, d] -> [batch, pos, d]
+        value = value.unflatten(0, lead[0])
     return value.unflatten(-1, (n_heads, -1)) if site.split_heads else value
 
 
-def _from_canonical(value: torch.Tensor, site: Site) -> torch.Tensor:
-    return value.flatten(-2) if site.split_heads else value
+def _from_canonical(value: torch.Tensor, site: Site, original: torch.Tensor) -> torch.Tensor:
+    value = value.flatten(-2) if site.split_heads else value
+    return value.reshape(original.shape) if site.flat and value.dim() != original.dim() else value
 
 
-def _output_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int) -> Callable:
+def _leading_shape(block: nn.Module | None, stack: ExitStack) -> list:
+    """A one-element list that holds the block input's [batch, pos] while the block runs (for flat sites)."""
+    lead: list = []
+    if block is None:
+        return lead
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        value = args[0] if args else kwargs.get("hidden_states")
+        lead[:] = [tuple(value.shape[:2])] if isinstance(value, torch.Tensor) else []
+
+    stack.callback(block.register_forward_pre_hook(record, with_kwargs=True).remove)
+    return lead
+
+
+def _output_hook(
+    call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int, lead: list
+) -> Callable:
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
         index = site.index if site.index is not None else (0 if isinstance(output, tuple) else None)
         value = output if index is None else output[index]
-        out = call(_to_canonical(value, site, n_heads))
+        out = call(_to_canonical(value, site, n_heads, lead))
         if out is None:
             return None
-        out = _from_canonical(out, site)
+        out = _from_canonical(out, site, value)
         if index is None:
             return out
         return (*output[:index], out, *output[index + 1 :])
@@ -61,13 +82,15 @@ def _output_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site
     return hook
 
 
-def _input_hook(call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int) -> Callable:
+def _input_hook(
+    call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int, lead: list
+) -> Callable:
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
         value = args[site.arg] if len(args) > site.arg else kwargs["hidden_states"]
-        out = call(_to_canonical(value, site, n_heads))
+        out = call(_to_canonical(value, site, n_heads, lead))
         if out is None:
             return None
-        out = _from_canonical(out, site)
+        out = _from_canonical(out, site, value)
         if len(args) > site.arg:
             return (*args[: site.arg], out, *args[site.arg + 1 :]), kwargs
         return args, {**kwargs, "hidden_states": out}
@@ -124,11 +147,13 @@ def attach(
             elif site.rank_topk:
                 routers.setdefault(id(point.module), (point.module, []))[1].append((site, call))
             elif site.kind == "output":
-                handle = point.module.register_forward_hook(_output_hook(call, site, n_heads))
+                lead = _leading_shape(point.block if site.flat else None, stack)
+                handle = point.module.register_forward_hook(_output_hook(call, site, n_heads, lead))
                 stack.callback(handle.remove)
             else:
+                lead = _leading_shape(point.block if site.flat else None, stack)
                 handle = point.module.register_forward_pre_hook(
-                    _input_hook(call, site, n_heads), with_kwargs=True
+                    _input_hook(call, site, n_heads, lead), with_kwargs=True
                 )
                 stack.callback(handle.remove)
         for module, entries in routers.values():

@@ -134,6 +134,7 @@ class ResolvedPoint:
     site: Site
     layer: int | None
     attn_module: nn.Module | None = None
+    block: nn.Module | None = None
 
 
 def resolve_points(base: nn.Module, adapter: ArchAdapter) -> dict[str, ResolvedPoint]:
@@ -150,7 +151,7 @@ def resolve_points(base: nn.Module, adapter: ArchAdapter) -> dict[str, ResolvedP
         attn = adapter.attention_module(block) if adapter.family != "generic" else None
         for suffix, site in adapter.block_sites(block).items():
             name = f"blocks.{layer}.{suffix}"
-            points[name] = ResolvedPoint(name, get_submodule(block, site.path), site, layer, attn)
+            points[name] = ResolvedPoint(name, get_submodule(block, site.path), site, layer, attn, block)
     return points
 
 

@@ -34,3 +34,11 @@ def rank(value: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
 def unrank(value: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     """Inverse of :func:`rank`: ranked columns back in the router's own column order."""
     return value if order is None else torch.empty_like(value).scatter(-1, order, value)
+
+
+def dense_topk(value: torch.Tensor, which: tuple[str, int]) -> torch.Tensor:
+    """The k largest entries of a dense choice ``[tokens, n_experts]`` (zero off the chosen experts):
+    their weights or their ids, descending."""
+    part, k = which
+    top = value.topk(k, dim=-1)
+    return top.values if part == "values" else top.indices

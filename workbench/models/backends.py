@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.errors import HookPointError, WorkbenchError
-from workbench.hooks.topk import rank
+from workbench.hooks.topk import dense_topk, rank
 
 if TYPE_CHECKING:
     from workbench.models.model import WorkbenchModel
@@ -207,7 +207,12 @@ def _read_nnsight(
     out = {}
     for name, _ in order:
         value = saved[name]
-        out[name] = value.unflatten(-1, (n_heads, -1)) if model.points[name].site.split_heads else value
+        site = model.points[name].site
+        if site.dense_topk is not None:
+            value = dense_topk(value, site.dense_topk)
+        if site.flat and value.dim() == 2:  # [batch * pos, d] -> [batch, pos, d]
+            value = value.unflatten(0, (next(iter(batch.values())).shape[0], -1))
+        out[name] = value.unflatten(-1, (n_heads, -1)) if site.split_heads else value
     return out
 
 
