@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from workbench.arch import bloom, falcon
 from workbench.arch.base import ArchAdapter, RouterConvention, Site
 from workbench.arch.bert import BertAdapter
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
@@ -17,6 +18,7 @@ from workbench.arch.generic import GenericAdapter
 from workbench.arch.gpt2 import GPT2Adapter
 from workbench.arch.gpt_oss import GptOssAdapter
 from workbench.arch.granitemoe import GraniteMoeAdapter
+from workbench.arch.interface import route_attention
 from workbench.arch.llama import LlamaAdapter
 from workbench.arch.mixtral import MixtralAdapter
 from workbench.arch.olmoe import OlmoeAdapter
@@ -37,6 +39,11 @@ ADAPTERS: tuple[type[ArchAdapter], ...] = (
     GraniteMoeAdapter,
     BertAdapter,
 )
+# families whose attention modules compute attention inline: routed through the interface on load
+ROUTED = {
+    "bloom": (bloom.ATTENTION_CLASS, bloom.attention_forward),
+    "falcon": (falcon.ATTENTION_CLASS, falcon.attention_forward),
+}
 BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))
 
@@ -76,6 +83,8 @@ def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter
     model_type = getattr(config, "model_type", None)
     if model_type in BY_MODEL_TYPE:
         return BY_MODEL_TYPE[model_type]()
+    if model_type in ROUTED:
+        route_attention(model, *ROUTED[model_type])
     key = (type(model), config.to_json_string(use_diff=False))
     try:
         if key not in _LAYOUTS:

@@ -8,13 +8,14 @@ objects through :meth:`ArchAdapter.block_sites` and :meth:`ArchAdapter.model_sit
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from workbench.arch.interface import eager_of
 
 SiteKind = Literal["input", "output", "tap"]
 KVLayout = Literal["MHA", "GQA", "MQA", "MLA"]
@@ -264,7 +265,7 @@ class ArchAdapter:
 
     def eager_attention(self, attn_module: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         """The family's own eager attention function (what HF runs under ``attn_implementation="eager"``)."""
-        return sys.modules[type(attn_module).__module__].eager_attention_forward
+        return eager_of(attn_module)
 
     def sink_logits(self, attn_module: nn.Module) -> torch.Tensor | None:
         """Learned per-head sink logits that join the attention softmax (None for most families)."""

@@ -178,9 +178,9 @@ def _block_parts(
     flat = mlp_call is not None and dims(mlp_call.output) == 2 and dims(block_call.output) == 3
     mlp_out, mlp_down = mlp_call, None
     if mlp_call is not None and sum(isinstance(a, torch.Tensor) for a in mlp_call.inputs) > 1:
-        # the MLP's last module adds the residual itself (BERT's output): its first matrix is mlp_out,
+        # the MLP's last module adds the residual itself (BERT's output): its last matrix is mlp_out,
         # and the residual it adds is resid_mid when the attention sub-layer returned it
-        mlp_out = next((c for c in inside(mlp_call) if has_matrix(module(c))), None)
+        mlp_out = next((c for c in reversed(inside(mlp_call)) if has_matrix(module(c))), None)
         ln2_call, mid = None, None
         if same(mlp_call.inputs[1:], attn_child.output):
             mid, mid_kind = attn_child, "output"
@@ -190,7 +190,14 @@ def _block_parts(
         linear = [c for c in inside(mlp_call) if has_matrix(module(c))]
         if linear and len({c.name for c in linear}) == len(linear):  # not an MoE loop over experts
             mlp_down = linear[-1].name
-    own = o_proj is not None and o_proj.name.startswith(f"{block_name}.{attn}.")
+    # the projection is the attention output, unless it sits outside the attention module (BERT) or the
+    # module adds the residual it is handed itself (Bloom: attention(hidden, residual))
+    attn_call = by_name[f"{block_name}.{attn}"]
+    residuals = [block_in] + ([ln1_call.output] if ln1_call is not None else [])
+    adds = sum(isinstance(a, torch.Tensor) for a in attn_call.inputs) > 1 and any(
+        same(a, r) for a in attn_call.inputs[1:] for r in residuals
+    )
+    own = o_proj is not None and o_proj.name.startswith(f"{block_name}.{attn}.") and not adds
     return {
         "o_proj": rel(o_proj),
         "attn_out": None if own or o_proj is None else rel(o_proj),

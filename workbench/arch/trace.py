@@ -7,7 +7,6 @@ implementation key for the length of the forward and hands each call on to the f
 
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from workbench.arch.interface import eager_of, interface_of
 
 
 @dataclass
@@ -88,13 +89,6 @@ def _restore(interface: Any, key: str, previous: Any) -> None:
         interface._local_mapping.pop(key, None)
 
 
-def interface_of(module: nn.Module) -> Any:
-    """The ``AttentionInterface`` the module's modeling file calls: transformers' own, or the family's
-    instance (Doge declares one to add its flex attention)."""
-    own = getattr(sys.modules.get(type(module).__module__), "ALL_ATTENTION_FUNCTIONS", None)
-    return own if isinstance(own, type(ALL_ATTENTION_FUNCTIONS)) else ALL_ATTENTION_FUNCTIONS
-
-
 def trace_forward(model: nn.Module, ids: torch.Tensor) -> Trace:
     """Run ``model`` once on ``ids`` and record every module call and attention-interface call."""
     base = getattr(model, "base_model", model)
@@ -128,7 +122,7 @@ def trace_forward(model: nn.Module, ids: torch.Tensor) -> Trace:
             if isinstance(sinks, torch.Tensor):
                 trace.sinks.add(next((n for n, p in module.named_parameters() if p is sinks), ""))
         if original is None:  # eager: the module's own eager function
-            return sys.modules[type(module).__module__].eager_attention_forward(module, query, k, v, *a, **kw)
+            return eager_of(module)(module, query, k, v, *a, **kw)
         return original(module, query, k, v, *a, **kw)
 
     with ExitStack() as stack, torch.no_grad():

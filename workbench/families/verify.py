@@ -27,6 +27,7 @@ failed; *none* gives the reason it could not be served.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,11 +93,11 @@ class _Checks:
         self.errors[name] = max(self.errors.get(name, 0.0), _max_diff(a, b))
 
 
-def _hf_reference(model: Any, ids: torch.Tensor) -> Any:
+def _hf_reference(hf: Any, ids: torch.Tensor) -> Any:
     from workbench.models.model import attention_implementation
 
-    with torch.no_grad(), attention_implementation(model.hf, "eager"):
-        return model.hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
+    with torch.no_grad(), attention_implementation(hf, "eager"):
+        return hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
 
 
 def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> torch.Tensor:
@@ -213,17 +214,19 @@ def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor]
         checks.add("stats", stats[name][0], expected)
 
 
-def check_model(model: Any, ids: torch.Tensor) -> tuple[dict[str, float], list[str]]:
+def check_model(model: Any, ids: torch.Tensor, reference: Any = None) -> tuple[dict[str, float], list[str]]:
     """Run every check on a loaded model; return the largest difference per check and the standard points
     no block offers.
 
     Args:
         model: A loaded :class:`~workbench.models.model.WorkbenchModel` (HF backend).
         ids: Token ids [1, pos].
+        reference: The HF model as transformers built it, before the workbench loaded it (Bloom's and
+            Falcon's attention is routed through the interface on load); default ``model.hf``.
     """
     adapter = model.adapter
     values = model.read(ids, ".*")
-    ref = _hf_reference(model, ids)
+    ref = _hf_reference(model.hf if reference is None else reference, ids)
     checks = _Checks()
     n_layers = adapter.n_layers(model.config)
     blocks = adapter.block_modules(model.base)
@@ -371,6 +374,7 @@ def _verify(model_type: str, **overrides: Any) -> FamilyResult:
             return FamilyResult(model_type, "none", reason=f"tiny config still has {size:,} parameters")
         torch.manual_seed(0)
         hf = transformers.AutoModelForCausalLM.from_config(config).eval()
+        reference = copy.deepcopy(hf)  # HF's own modules, whatever loading the workbench does
     except Exception as error:
         return FamilyResult(
             model_type, "none", reason=f"tiny config: {type(error).__name__}: {_first(error)}"
@@ -382,7 +386,7 @@ def _verify(model_type: str, **overrides: Any) -> FamilyResult:
     except Exception as error:
         return FamilyResult(model_type, "none", reason=f"forward: {type(error).__name__}: {_first(error)}")
     try:
-        errors, missing = check_model(model, torch.tensor([PROMPT]))
+        errors, missing = check_model(model, torch.tensor([PROMPT]), reference)
     except Exception as error:
         return FamilyResult(model_type, "none", reason=f"checks: {type(error).__name__}: {_first(error)}")
     failed = [c for c, e in errors.items() if not e <= TOLERANCE]

@@ -21,7 +21,6 @@ Tensor layouts handed to hook functions (HF passes ``[batch, head, pos, d]``):
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from workbench.arch.trace import interface_of
+from workbench.arch.interface import eager_of, interface_of
 
 TapFn = Callable[[Any], torch.Tensor | None]
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -76,10 +75,6 @@ _lock = threading.Lock()
 _entries: dict[int, TapEntry] = {}
 # (interface, key) -> (refcount, previous local mapping); the interface is transformers' one or a family's own
 _installed: dict[tuple[int, str], tuple[int, AttentionFn | None]] = {}
-
-
-def _default_eager(module: nn.Module) -> AttentionFn:
-    return sys.modules[type(module).__module__].eager_attention_forward
 
 
 def _run(fns: list[TapFn], value: torch.Tensor) -> torch.Tensor:
@@ -174,7 +169,7 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         entry = _entries.get(id(module))
         if key == "eager":
-            original = entry.eager if entry is not None else _default_eager(module)
+            original = entry.eager if entry is not None else eager_of(module)
         else:
             original = previous if previous is not None else ALL_ATTENTION_FUNCTIONS._global_mapping[key]
         if entry is not None:
@@ -246,7 +241,7 @@ def tap(module: nn.Module, callbacks: dict[str, list[TapFn]], eager: AttentionFn
     keys = sorted({module.config._attn_implementation, "eager"})
     interface = interface_of(module)
     with _lock:
-        entry = _entries.setdefault(id(module), TapEntry(eager or _default_eager(module)))
+        entry = _entries.setdefault(id(module), TapEntry(eager or eager_of(module)))
         for field_name, fns in callbacks.items():
             entry.callbacks.setdefault(field_name, []).extend(fns)
         entry.users += 1
