@@ -32,7 +32,7 @@ def test_the_coverage_table_is_current_and_the_staples_hold() -> None:
     assert (ROOT / "docs/families.md").read_text() == render(results), "run `make docs`"
     status = {r.model_type: r.status for r in results}
     assert [s for s in STAPLES if status[s] != "full"] == []  # the field's staples, every one
-    assert sum(s == "full" for s in status.values()) >= 138
+    assert sum(s == "full" for s in status.values()) >= 140
 
 
 @pytest.mark.parametrize(("parallel", "mid"), [(True, False), (False, True)])
@@ -249,11 +249,12 @@ def test_a_dense_choice_router_serves_its_nonzero_experts_ranked() -> None:
     assert torch.equal(indices.sort(-1).values, logits.topk(2, -1).indices.sort(-1).values)
 
 
-@pytest.mark.parametrize("family", ["bloom", "falcon"])
+@pytest.mark.parametrize("family", ["bloom", "falcon", "mpt", "gpt_neo"])
 def test_inline_attention_is_routed_through_the_interface_without_changing_the_model(family: str) -> None:
-    """Bloom and Falcon compute attention inside the module's forward; on load their attention modules
-    are given a forward that hands q, k, v to the interface. The routed model's logits equal those of an
-    unrouted copy built from the same weights, under eager and under the default implementation."""
+    """Bloom, Falcon, MPT and GPT-Neo compute attention inside the module's forward; on load their
+    attention modules are given a forward that hands q, k, v to the interface. The routed model's logits
+    equal those of an unrouted copy built from the same weights, under eager and under the default
+    implementation."""
     import copy
 
     from workbench.models.model import attention_implementation
@@ -287,3 +288,21 @@ def test_bloom_scores_carry_its_alibi_bias() -> None:
     visible = torch.ones(5, 5).tril().bool()
     assert torch.allclose((scores - plain)[..., visible], alibi.expand(1, 4, 5, 5)[..., visible], atol=1e-5)
     assert alibi[..., -1].abs().min() > 0  # the bias is there to see
+
+
+def test_gpt_neo_local_layers_show_their_window_and_unscaled_scores() -> None:
+    """GPT-Neo's local layer attends within ``window_size`` only and its scores are ``q k^T`` without
+    ``1/sqrt(d)``: both show in the routed points (the pattern itself is checked against HF's eager)."""
+    torch.manual_seed(0)
+    config = tiny_config("gpt_neo", window_size=2)
+    assert config.attention_layers == ["global", "local"]
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(config).eval())
+    assert verify_family("gpt_neo", window_size=2).status == "full"
+    ids = torch.tensor([[1, 5, 7, 9, 11]])
+    names = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_attn_scores"]
+    names += ["blocks.1.attn.hook_pattern", "blocks.0.attn.hook_pattern"]
+    q, k, scores, local, full = map(model.read(ids, names).get, names)
+    band = torch.ones(5, 5).tril().bool() & ~torch.ones(5, 5).tril(-2).bool()  # q - k in {0, 1}
+    assert local[..., ~band].abs().max() == 0 and full[..., 4, 0].min() > 0
+    plain = torch.einsum("bqhd,bkhd->bhqk", q, k)
+    assert torch.allclose(scores[..., band], plain[..., band], atol=1e-5)

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from workbench.arch import bloom, falcon
+from workbench.arch import bloom, falcon, gpt_neo, mpt
 from workbench.arch.base import ArchAdapter, RouterConvention, Site
 from workbench.arch.bert import BertAdapter
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
@@ -43,6 +43,8 @@ ADAPTERS: tuple[type[ArchAdapter], ...] = (
 ROUTED = {
     "bloom": (bloom.ATTENTION_CLASS, bloom.attention_forward),
     "falcon": (falcon.ATTENTION_CLASS, falcon.attention_forward),
+    "gpt_neo": (gpt_neo.ATTENTION_CLASS, gpt_neo.attention_forward),
+    "mpt": (mpt.ATTENTION_CLASS, mpt.attention_forward),
 }
 BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))

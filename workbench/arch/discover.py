@@ -178,12 +178,15 @@ def _block_parts(
     flat = mlp_call is not None and dims(mlp_call.output) == 2 and dims(block_call.output) == 3
     mlp_out, mlp_down = mlp_call, None
     if mlp_call is not None and sum(isinstance(a, torch.Tensor) for a in mlp_call.inputs) > 1:
-        # the MLP's last module adds the residual itself (BERT's output): its last matrix is mlp_out,
-        # and the residual it adds is resid_mid when the attention sub-layer returned it
+        # the MLP's last module adds the residual itself (BERT's output, MPT's ffn): its last matrix is
+        # mlp_out, and the residual it adds is resid_mid: the attention sub-layer's output, or the input
+        # of the pre-MLP norm (MPT) when that is the same tensor
         mlp_out = next((c for c in reversed(inside(mlp_call)) if has_matrix(module(c))), None)
-        ln2_call, mid = None, None
-        if same(mlp_call.inputs[1:], attn_child.output):
-            mid, mid_kind = attn_child, "output"
+        residual = mlp_call.inputs[1:]
+        if same(residual, attn_child.output):
+            ln2_call, mid, mid_kind = None, attn_child, "output"
+        elif not (mid is not None and mid_kind == "input" and same(mid.inputs, residual)):
+            ln2_call, mid = None, None
     if mlp_call is not None and mlp_call is not mlp_in:
         mlp_down = mlp_call.name
     elif mlp_call is not None:
