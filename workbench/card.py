@@ -130,7 +130,7 @@ def _sink_mechanism(model: WorkbenchModel) -> str:
 
 def _tokenizer_rows(card_: Card, model: WorkbenchModel) -> None:
     tok = model.tokenizer
-    card_.add("tokenizer", "vocab_size", model.config.vocab_size)
+    card_.add("tokenizer", "vocab_size", model.config.get_text_config().vocab_size)
     if tok is None:
         card_.add("tokenizer", "algorithm", None)
         return

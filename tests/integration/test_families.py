@@ -12,6 +12,7 @@ import transformers as tf
 import workbench
 from workbench.arch import BY_MODEL_TYPE, DiscoveredAdapter
 from workbench.arch.discover import discover_layout
+from workbench.errors import UnsupportedFamilyError
 from workbench.families.table import STAPLES, coverage, render
 from workbench.families.tiny import tiny_config
 from workbench.families.verify import verify_family
@@ -306,3 +307,38 @@ def test_gpt_neo_local_layers_show_their_window_and_unscaled_scores() -> None:
     assert local[..., ~band].abs().max() == 0 and full[..., 4, 0].min() > 0
     plain = torch.einsum("bqhd,bkhd->bhqk", q, k)
     assert torch.allclose(scores[..., band], plain[..., band], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_every_full_family_gets_its_card_and_hooks_on_the_meta_device() -> None:
+    """Each full family built on the meta device (no weights) is discovered through a small CPU twin:
+    the same hook points, size facts and MoE facts as on the CPU, and a card. (Sizes read from a config
+    larger than the twin are checked on GLM-4.5-Air in test_meta_device.py.)"""
+    import workbench.arch as arch
+
+    lines = (ROOT / "docs/families.md").read_text().splitlines()
+    full = [line.split("`")[1] for line in lines if "| full |" in line]
+    facts = ("n_layers", "n_heads", "n_kv_heads", "d_model", "head_dim", "v_head_dim")
+    differ = []
+    for family in full:
+        for layers in (2, 8):  # hybrids: enough layers for one attention layer
+            config = tiny_config(family, layers=layers)
+            torch.manual_seed(0)
+            try:
+                cpu = workbench.load(tf.AutoModelForCausalLM.from_config(config).eval())
+            except UnsupportedFamilyError:
+                continue
+            if any(".attn.hook_q" in n for n in cpu.points):
+                break
+        arch._LAYOUTS.clear()  # the meta model is discovered afresh, as in a new process
+        with torch.device("meta"):
+            empty = tf.AutoModelForCausalLM.from_config(config)
+        meta = workbench.load(empty, device="meta")
+        arch._LAYOUTS.clear()
+        seen = [
+            (set(m.points), [getattr(m.adapter, f)(m.config) for f in facts], m.adapter.moe_facts(m.config))
+            for m in (cpu, meta)
+        ]
+        if seen[0] != seen[1] or workbench.card(meta).get("layers") != layers:
+            differ.append(family)
+    assert differ == []

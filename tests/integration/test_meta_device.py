@@ -29,6 +29,22 @@ def _configs(root: Path) -> dict[str, Path]:
             architectures=["LlamaForCausalLM"],
         ),
         "deepseek-v3": tf.DeepseekV3Config(architectures=["DeepseekV3ForCausalLM"]),  # the release's sizes
+        # no file in workbench/arch/: discovered on a small CPU twin, sizes read from this config
+        "glm-4.5-air": tf.Glm4MoeConfig(
+            vocab_size=151552,
+            hidden_size=4096,
+            intermediate_size=10944,
+            moe_intermediate_size=1408,
+            num_hidden_layers=46,
+            num_attention_heads=96,
+            num_key_value_heads=8,
+            head_dim=128,
+            n_routed_experts=128,
+            num_experts_per_tok=8,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            architectures=["Glm4MoeForCausalLM"],
+        ),
     }
     for name, config in sizes.items():
         config.save_pretrained(root / name)
@@ -41,6 +57,10 @@ def _configs(root: Path) -> dict[str, Path]:
     [
         ("llama-3-70b", {"layers": 80, "kv_heads": 8, "parameters": (70.0e9, 71.0e9)}),
         ("deepseek-v3", {"layers": 61, "kv_heads": 128, "parameters": (671.0e9, 686.0e9)}),
+        (
+            "glm-4.5-air",
+            {"layers": 46, "kv_heads": 8, "heads": 96, "head_dim": 128, "parameters": (106.0e9, 107.5e9)},
+        ),
     ],
 )
 def test_card_and_hooks_of_a_config_only_directory(tmp_path: Path, name: str, expected: dict) -> None:
@@ -49,7 +69,7 @@ def test_card_and_hooks_of_a_config_only_directory(tmp_path: Path, name: str, ex
         "import re\n"
         "from workbench.cli import run\n"
         f"code = run(['card', {str(directory)!r}, '--format', 'json'])\n"
-        f"code += run(['hooks', {str(directory)!r}, '--pattern', r'blocks\\.60\\..*'])\n"
+        f"code += run(['hooks', {str(directory)!r}, '--pattern', r'blocks\\.(45|60)\\..*'])\n"
         # VmHWM is this process image's own peak (ru_maxrss would carry the forking pytest's over exec)
         "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
         "print('PEAK', peak, 'CODE', code)\n"
@@ -60,10 +80,13 @@ def test_card_and_hooks_of_a_config_only_directory(tmp_path: Path, name: str, ex
     assert int(code) == 0 and int(peak) < LIMIT_KIB, result.stdout[-400:]
     card = json.loads(result.stdout[: result.stdout.index("\n}\n") + 2])
     assert card["architecture"]["layers"] == expected["layers"]
-    assert card["architecture"]["kv_heads"] == expected["kv_heads"]
+    for fact in ("kv_heads", "heads", "head_dim"):
+        assert card["architecture"][fact] == expected.get(fact, card["architecture"][fact]), fact
     low, high = expected["parameters"]
     assert low <= card["size"]["parameters_total"] <= high
-    assert "blocks.60.hook_resid_post" in result.stdout
+    assert f"blocks.{min(expected['layers'] - 1, 60)}.hook_resid_post" in result.stdout
+    if name == "glm-4.5-air":  # the router read off the twin, the counts off this config
+        assert (card["moe"]["experts"], card["moe"]["top_k"]) == (128, 8)
 
 
 def test_load_on_meta_allocates_no_weights(tmp_path: Path) -> None:

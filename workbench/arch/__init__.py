@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from workbench.arch import bloom, falcon, gpt_neo, mpt
@@ -24,6 +25,7 @@ from workbench.arch.mixtral import MixtralAdapter
 from workbench.arch.olmoe import OlmoeAdapter
 from workbench.arch.qwen2_moe import Qwen2MoeAdapter
 from workbench.arch.qwen3_moe import Qwen3MoeAdapter
+from workbench.arch.twin import real_sizes, twin_of
 from workbench.errors import UnsupportedFamilyError
 
 ADAPTERS: tuple[type[ArchAdapter], ...] = (
@@ -69,6 +71,18 @@ def unsupported_message(model_type: str | None, why: str = "transformers has no 
 _LAYOUTS: dict[tuple[type, str], Layout] = {}
 
 
+def _discover(model: nn.Module, model_type: str | None) -> Layout:
+    """The model's layout from its dry forward; on the meta device, from a small CPU twin's
+    (:mod:`workbench.arch.twin`) with the model's own sizes."""
+    if not any(p.device.type == "meta" for p in model.parameters()):
+        return discover_layout(model)
+    with torch.device("cpu"):  # also inside a caller's meta-device context
+        twin = twin_of(model)
+        if model_type in ROUTED:
+            route_attention(twin, *ROUTED[model_type])
+        return real_sizes(discover_layout(twin), twin, model)
+
+
 def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter:
     """The adapter for an HF model: its family's file by ``config.model_type``, else one discovered from a
     dry forward (cached per model class and config).
@@ -90,7 +104,7 @@ def adapter_for(model: nn.Module, *, allow_generic: bool = False) -> ArchAdapter
     key = (type(model), config.to_json_string(use_diff=False))
     try:
         if key not in _LAYOUTS:
-            _LAYOUTS[key] = discover_layout(model)
+            _LAYOUTS[key] = _discover(model, model_type)
         return DiscoveredAdapter(str(model_type), _LAYOUTS[key])
     except UnsupportedFamilyError as error:
         if allow_generic:
