@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.arch import bloom, falcon, gpt_neo, mpt
+from workbench.arch import bloom, falcon, gpt_neo, gpt_neox_japanese, mpt, openai, xglm
 from workbench.arch.base import ArchAdapter, RouterConvention, Site
 from workbench.arch.bert import BertAdapter
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
@@ -47,6 +47,9 @@ ROUTED = {
     "falcon": (falcon.ATTENTION_CLASS, falcon.attention_forward),
     "gpt_neo": (gpt_neo.ATTENTION_CLASS, gpt_neo.attention_forward),
     "mpt": (mpt.ATTENTION_CLASS, mpt.attention_forward),
+    "xglm": (xglm.ATTENTION_CLASS, xglm.attention_forward),
+    "openai-gpt": (openai.ATTENTION_CLASS, openai.attention_forward),
+    "gpt_neox_japanese": (gpt_neox_japanese.ATTENTION_CLASS, gpt_neox_japanese.attention_forward),
 }
 BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))

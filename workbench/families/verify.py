@@ -108,12 +108,12 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
     seen: dict[str, torch.Tensor] = {}
 
     def zero(module: Any, args: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (torch.zeros_like(output[0]), *output[1:])
+        if isinstance(output, tuple | list):
+            return type(output)((torch.zeros_like(output[0]), *output[1:]))
         return torch.zeros_like(output)
 
     def keep(module: Any, args: Any, output: Any) -> None:
-        seen["out"] = output[0] if isinstance(output, tuple) else output
+        seen["out"] = output[0] if isinstance(output, tuple | list) else output
 
     from workbench.models.model import attention_implementation
 

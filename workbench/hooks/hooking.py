@@ -69,7 +69,8 @@ def _output_hook(
     call: Callable[[torch.Tensor], torch.Tensor | None], site: Site, n_heads: int, lead: list
 ) -> Callable:
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        index = site.index if site.index is not None else (0 if isinstance(output, tuple) else None)
+        sequence = isinstance(output, tuple | list)  # GPT-1's attention returns a list
+        index = site.index if site.index is not None else (0 if sequence else None)
         value = output if index is None else output[index]
         out = call(_to_canonical(value, site, n_heads, lead))
         if out is None:
@@ -77,7 +78,7 @@ def _output_hook(
         out = _from_canonical(out, site, value)
         if index is None:
             return out
-        return (*output[:index], out, *output[index + 1 :])
+        return type(output)((*output[:index], out, *output[index + 1 :]))
 
     return hook
 

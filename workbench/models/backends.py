@@ -166,7 +166,7 @@ def _execution_order(model: WorkbenchModel, names: list[str]) -> list[tuple[str,
 
         def record(*args: Any, name: str = name) -> None:
             output = args[-1]
-            fired.setdefault(name, (next(counter), isinstance(output, tuple)))
+            fired.setdefault(name, (next(counter), isinstance(output, tuple | list)))
 
         if point.site.kind == "input":
             handles.append(point.module.register_forward_pre_hook(record))
