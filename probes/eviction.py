@@ -49,12 +49,15 @@ def _reposition(model: WorkbenchModel, keys: torch.Tensor, index: torch.Tensor) 
 def _prune(
     model: WorkbenchModel,
     cache: DynamicCache,
-    patterns: list[torch.Tensor],
+    patterns: dict[int, torch.Tensor],
     policy: str,
     budget: int,
     positions: str,
 ) -> None:
-    for cached, pattern in zip(cache.layers, patterns, strict=True):
+    """Prune each attention layer's cache (by layer: a hybrid's linear-attention layers keep a state,
+    not keys, and are left as they are)."""
+    for layer, pattern in patterns.items():
+        cached = cache.layers[layer]
         if cached.keys.shape[2] != pattern.shape[-1]:
             continue  # a sliding-window layer: its own window already bounds the cache
         kv_heads = cached.keys.shape[1]
@@ -108,7 +111,7 @@ def simulate_eviction(
         logits = [out.logits[:, -1]]
         start = prompt_len
         if pruned and budget < prompt_len:
-            _prune(model, cache, [store[n] for n in names], policy, budget, positions)
+            _prune(model, cache, {int(n.split(".")[1]): store[n] for n in names}, policy, budget, positions)
             if positions == "cache":
                 start = budget
         for step, token in enumerate(ids[0, prompt_len:-1].tolist()):

@@ -311,10 +311,13 @@ def routing_table(result: Capture, token_ids: torch.Tensor, n_experts: int, top_
             "shared_share": math.nan,
         }
         if f"blocks.{i}.moe.hook_shared_out" in result:
-            row["shared_share"] = shared_expert_share(
-                torch.cat(result[f"blocks.{i}.hook_mlp_out"]),
-                torch.cat(result[f"blocks.{i}.moe.hook_routed_out"]),
+            mlp_out = torch.cat(result[f"blocks.{i}.hook_mlp_out"])
+            routed = (  # Llama 4's experts give no per-token sum: the routed part is what the shared leaves
+                torch.cat(result[f"blocks.{i}.moe.hook_routed_out"])
+                if f"blocks.{i}.moe.hook_routed_out" in result
+                else mlp_out - torch.cat(result[f"blocks.{i}.moe.hook_shared_out"])
             )
+            row["shared_share"] = shared_expert_share(mlp_out, routed)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -345,3 +345,35 @@ def test_every_full_family_gets_its_card_and_hooks_on_the_meta_device() -> None:
         if seen[0] != seen[1] or workbench.card(meta).get("layers") != layers:
             differ.append(family)
     assert differ == []
+
+
+@pytest.mark.parametrize(
+    "family", ["gpt_neox", "qwen3", "bloom", "opt", "roberta", "llama4_text", "dbrx", "qwen3_next"]
+)
+def test_interventions_and_probes_run_on_discovered_families(family: str) -> None:
+    """One family per kind of layout discovery handles (parallel, plain, routed ALiBi, flattened MLP,
+    post-norm sub-layers, dense-choice router, logits-only router, hybrid): sink removal leaves no
+    attention on the first key for later queries, a full-budget eviction equals the full cache exactly
+    and a small one does not, and an MoE family's routing table has a row per MoE layer."""
+    from probes.eviction import simulate_eviction
+    from probes.moe import moe_layers, routing_table
+    from workbench import intervene
+    from workbench.capture import CaptureSpec, capture
+
+    torch.manual_seed(0)
+    layers = 8 if family == "qwen3_next" else 2
+    model = workbench.load(tf.AutoModelForCausalLM.from_config(tiny_config(family, layers=layers)).eval())
+    ids = torch.randint(3, 500, (1, 20), generator=torch.Generator().manual_seed(7))
+    patterns = [n for n in model.points if n.endswith("attn.hook_pattern")]
+    with intervene.remove_sink(model):
+        removed = model.read(ids, patterns)
+    assert removed and all(p[0, :, 1:, 0].abs().max() < 1e-6 for p in removed.values())
+    full = simulate_eviction(model, ids, prompt_len=12, policy="recent", budget=12)
+    assert full["kl"] == 0.0 and full["top1_agreement"] == 1.0
+    assert simulate_eviction(model, ids, prompt_len=12, policy="recent", budget=2)["kl"] > 0
+    facts = model.adapter.moe_facts(model.config)
+    if facts:
+        spec = CaptureSpec(points=["blocks.*.moe.hook_.*", "blocks.*.hook_mlp_out"])
+        result = capture(model, ids, spec, progress=False)
+        table = routing_table(result, ids.flatten(), facts["experts"], facts["top_k"])
+        assert len(table) == len(moe_layers(result)) > 0

@@ -59,7 +59,8 @@ def split_prompts(value: torch.Tensor, layout: Layout, mask: torch.Tensor) -> li
         mask: Attention mask [batch, pos] (1 = real token).
     """
     batch, length = mask.shape
-    if layout.tokens or (value.dim() == 2 and value.shape[0] == batch * length):
+    per_position = value.dim() >= 3 and tuple(value.shape[:2]) == (batch, length)  # DBRX's experts
+    if not per_position and (layout.tokens or (value.dim() == 2 and value.shape[0] == batch * length)):
         value = value.reshape(batch, length, *value.shape[1:])
     if bool(mask.all()):  # no padding: views, no copies
         return list(value.unbind(0))
