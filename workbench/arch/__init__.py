@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.arch import bloom, falcon, gpt_neo, gpt_neox_japanese, mpt, openai, xglm
+from workbench.arch import bloom, falcon, gpt_neo, gpt_neox_japanese, mpt, openai, roformer, xglm
 from workbench.arch.base import ArchAdapter, RouterConvention, Site
 from workbench.arch.bert import BertAdapter
 from workbench.arch.deepseek_v2 import DeepseekV2Adapter
@@ -19,7 +19,7 @@ from workbench.arch.generic import GenericAdapter
 from workbench.arch.gpt2 import GPT2Adapter
 from workbench.arch.gpt_oss import GptOssAdapter
 from workbench.arch.granitemoe import GraniteMoeAdapter
-from workbench.arch.interface import route_attention
+from workbench.arch.interface import bert_self_attention_forward, route_attention
 from workbench.arch.llama import LlamaAdapter
 from workbench.arch.mixtral import MixtralAdapter
 from workbench.arch.olmoe import OlmoeAdapter
@@ -50,6 +50,9 @@ ROUTED = {
     "xglm": (xglm.ATTENTION_CLASS, xglm.attention_forward),
     "openai-gpt": (openai.ATTENTION_CLASS, openai.attention_forward),
     "gpt_neox_japanese": (gpt_neox_japanese.ATTENTION_CLASS, gpt_neox_japanese.attention_forward),
+    "megatron-bert": ("MegatronBertSelfAttention", bert_self_attention_forward),
+    "rembert": ("RemBertSelfAttention", bert_self_attention_forward),
+    "roformer": (roformer.ATTENTION_CLASS, roformer.attention_forward),
 }
 BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))

@@ -108,3 +108,31 @@ def route_attention(model: nn.Module, class_name: str, forward: Callable[..., An
         setattr(module, ROUTED_EAGER, eager_attention)
         routed += 1
     return routed
+
+
+def bert_self_attention_forward(
+    self: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    encoder_hidden_states: torch.Tensor | None = None,
+    cache: Any = None,
+    output_attentions: bool = False,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The BERT self-attention that MegatronBERT and RemBERT still compute inline (``query``, ``key``,
+    ``value`` projections, ``1/sqrt(d)``, HF's additive mask), through the interface. Cross-attention
+    (``encoder_hidden_states``) runs HF's own forward."""
+    if encoder_hidden_states is not None:
+        return type(self).forward(
+            self, hidden_states, attention_mask, encoder_hidden_states, cache, output_attentions, **kwargs
+        )
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    query, key, value = (
+        p(hidden_states).view(shape).transpose(1, 2) for p in (self.query, self.key, self.value)
+    )
+    if cache is not None:
+        layers = getattr(cache, "self_attention_cache", cache)
+        key, value = layers.update(key, value, self.layer_idx, kwargs=kwargs)
+    scaling = self.attention_head_size**-0.5
+    output, pattern = call_interface(self, query, key, value, attention_mask, scaling)
+    return output.reshape(*hidden_states.shape[:-1], self.all_head_size), pattern
