@@ -53,6 +53,7 @@ ROUTED = {
     "megatron-bert": ("MegatronBertSelfAttention", bert_self_attention_forward),
     "rembert": ("RemBertSelfAttention", bert_self_attention_forward),
     "roformer": (roformer.ATTENTION_CLASS, roformer.attention_forward),
+    "trocr": ("TrOCRAttention", xglm.attention_forward),  # XGLM's attention, as BART's once was
 }
 BY_MODEL_TYPE: dict[str, type[ArchAdapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(BY_MODEL_TYPE))
