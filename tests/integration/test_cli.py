@@ -25,11 +25,18 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def unsupported_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved random-init Bloom: a real family whose attention does not call transformers' attention
-    interface, so no adapter can be discovered (and none is written yet)."""
-    path = tmp_path_factory.mktemp("bloom")
-    config = tf.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=4)
-    tf.BloomForCausalLM(config).save_pretrained(path)
+    """A saved random-init MVP decoder: a real family whose attention does not call transformers'
+    attention interface, so no adapter can be discovered (and none is routed yet: docs/families.md)."""
+    path = tmp_path_factory.mktemp("mvp")
+    config = tf.MvpConfig(
+        vocab_size=128,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=64,
+    )
+    tf.MvpForCausalLM(config).save_pretrained(path)
     return path
 
 
@@ -53,7 +60,7 @@ def test_unsupported_family_is_one_line(unsupported_dir: Path) -> None:
     result = _cli("card", str(unsupported_dir))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "'bloom'" in lines[0] and "attention interface" in lines[0]
+    assert len(lines) == 1 and "'mvp'" in lines[0] and "attention interface" in lines[0]
 
 
 def test_directory_without_weights_is_one_line(tmp_path: Path) -> None:
@@ -82,7 +89,7 @@ def test_debug_shows_traceback(unsupported_dir: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
     # re-raised, not turned into the one-line exit 2: Python's exit status 1 and the error's own class
     assert result.returncode == 1
-    assert "UnsupportedFamilyError" in result.stderr and "'bloom'" in result.stderr
+    assert "UnsupportedFamilyError" in result.stderr and "'mvp'" in result.stderr
 
 
 def test_generic_fallback_lists_residual_points(

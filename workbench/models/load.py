@@ -218,7 +218,6 @@ def _from_pretrained(
     meta: bool = False,
 ) -> tuple[nn.Module, Any]:
     from safetensors import SafetensorError
-    from transformers import AutoTokenizer
 
     common = {
         "trust_remote_code": trust_remote_code,
@@ -243,11 +242,31 @@ def _from_pretrained(
         )
     except SafetensorError as exc:  # a hub download or a shard the directory check could not see
         raise CheckpointError(f"could not read the weights of {label!r}: {_first_line(exc)}") from exc
+    return model, _tokenizer(location, label, common)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt")
+
+
+def _tokenizer(location: str, label: str, common: dict[str, Any]) -> Any:
+    """The source's tokenizer, or None when it has none (a local directory without tokenizer files is
+    not asked: some families' tokenizer classes fail on a missing vocabulary with a TypeError).
+
+    Raises:
+        CheckpointError: The tokenizer needs a package that is not installed (XLM's sacremoses ...).
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(location)
+    has_files = any((path / n).is_file() for n in TOKENIZER_FILES) or any(path.glob("*.model"))
+    if path.is_dir() and not has_files:
+        return None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **common)
+        return AutoTokenizer.from_pretrained(location, **common)
     except (OSError, ValueError):
-        tokenizer = None
-    return model, tokenizer
+        return None
+    except ImportError as exc:
+        raise CheckpointError(f"the tokenizer of {label!r} needs a package: {_first_line(exc)}") from exc
 
 
 def _load_source(
