@@ -122,16 +122,13 @@ def _block_parts(
     Two block shapes: the attention module is a child of the block (Llama, GPT-2, OPT ...), or it sits in
     an attention *sub-layer* that also holds the output projection and adds the residual (BERT's
     ``attention.self`` in ``attention``, with ``attention.output.dense``). There the MLP's last module
-    adds the residual too (BERT's ``output``: dense, then LayerNorm of the sum); its first matrix is the
+    adds the residual too (BERT's ``output``: dense, then LayerNorm of the sum); its last matrix is the
     MLP's output and the sub-layer's output is ``hook_resid_mid``.
     """
     block_call = by_name[block_name]
     module = lambda call: base.get_submodule(call.name)  # noqa: E731
     rel = lambda call: call.name[len(block_name) + 1 :] if call is not None else None  # noqa: E731
-
-    def inside(call: Call) -> list[Call]:
-        prefix = f"{call.name}."
-        return [c for c in trace.calls if c.name.startswith(prefix) and call.start < c.start < call.end]
+    inside = trace.inside
 
     children = _child_calls(trace, block_name, block_call.start - 1, block_call.end + 1)
     attn_child = next(c for c in children if c.name == f"{block_name}.{attn.split('.')[0]}")

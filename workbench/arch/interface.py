@@ -110,6 +110,35 @@ def route_attention(model: nn.Module, class_name: str, forward: Callable[..., An
     return routed
 
 
+def update_self_cache(cache: Any, key: torch.Tensor, value: torch.Tensor, layer: int, kwargs: dict) -> Any:
+    """``cache.update`` for self-attention (the self-attention half of an encoder-decoder cache)."""
+    return getattr(cache, "self_attention_cache", cache).update(key, value, layer, kwargs=kwargs)
+
+
+def bert_attention(
+    self: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    cache: Any,
+    kwargs: dict,
+    rotate: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """BERT's self-attention through the interface: ``query``, ``key``, ``value`` projections (then
+    ``rotate(q, k, v)`` where the family rotates them), the cache update, ``1/sqrt(d)`` and HF's additive
+    mask; the heads merged back."""
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    query, key, value = (
+        p(hidden_states).view(shape).transpose(1, 2) for p in (self.query, self.key, self.value)
+    )
+    if rotate is not None:
+        query, key, value = rotate(query, key, value)
+    if cache is not None:
+        key, value = update_self_cache(cache, key, value, self.layer_idx, kwargs)
+    scaling = self.attention_head_size**-0.5
+    output, pattern = call_interface(self, query, key, value, attention_mask, scaling)
+    return output.reshape(*hidden_states.shape[:-1], self.all_head_size), pattern
+
+
 def bert_self_attention_forward(
     self: nn.Module,
     hidden_states: torch.Tensor,
@@ -119,20 +148,10 @@ def bert_self_attention_forward(
     output_attentions: bool = False,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The BERT self-attention that MegatronBERT and RemBERT still compute inline (``query``, ``key``,
-    ``value`` projections, ``1/sqrt(d)``, HF's additive mask), through the interface. Cross-attention
-    (``encoder_hidden_states``) runs HF's own forward."""
+    """The BERT self-attention that MegatronBERT and RemBERT still compute inline, through the interface
+    (:func:`bert_attention`). Cross-attention (``encoder_hidden_states``) runs HF's own forward."""
     if encoder_hidden_states is not None:
         return type(self).forward(
             self, hidden_states, attention_mask, encoder_hidden_states, cache, output_attentions, **kwargs
         )
-    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-    query, key, value = (
-        p(hidden_states).view(shape).transpose(1, 2) for p in (self.query, self.key, self.value)
-    )
-    if cache is not None:
-        layers = getattr(cache, "self_attention_cache", cache)
-        key, value = layers.update(key, value, self.layer_idx, kwargs=kwargs)
-    scaling = self.attention_head_size**-0.5
-    output, pattern = call_interface(self, query, key, value, attention_mask, scaling)
-    return output.reshape(*hidden_states.shape[:-1], self.all_head_size), pattern
+    return bert_attention(self, hidden_states, attention_mask, cache, kwargs)

@@ -1,8 +1,8 @@
 """RoFormer: BERT's self-attention with sinusoidal rotary positions on query and key (and value when
 ``rotary_value``), computed inline (no attention interface).
 
-The forward here applies the module's own ``apply_rotary_position_embeddings`` and hands the rotated
-query, key and value to the interface with ``1/sqrt(d)`` and HF's additive mask. Cross-attention runs
+The forward here is BERT's routed self-attention (:func:`workbench.arch.interface.bert_attention`) with
+the module's own ``apply_rotary_position_embeddings`` applied to the projections. Cross-attention runs
 HF's own forward.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.arch.interface import call_interface
+from workbench.arch.interface import bert_attention
 
 ATTENTION_CLASS = "RoFormerSelfAttention"
 
@@ -39,17 +39,12 @@ def attention_forward(
             output_attentions,
         )
         return type(self).forward(self, *args, **kwargs)
-    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-    query, key, value = (
-        p(hidden_states).view(shape).transpose(1, 2) for p in (self.query, self.key, self.value)
-    )
-    if sinusoidal_pos is not None:
+
+    def rotate(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if sinusoidal_pos is None:
+            return query, key, value
         if self.rotary_value:
-            query, key, value = self.apply_rotary_position_embeddings(sinusoidal_pos, query, key, value)
-        else:
-            query, key = self.apply_rotary_position_embeddings(sinusoidal_pos, query, key)
-    if cache is not None:
-        layers = getattr(cache, "self_attention_cache", cache)
-        key, value = layers.update(key, value, self.layer_idx, kwargs=kwargs)
-    output, pattern = call_interface(self, query, key, value, attention_mask, self.attention_head_size**-0.5)
-    return output.reshape(*hidden_states.shape[:-1], self.all_head_size), pattern
+            return self.apply_rotary_position_embeddings(sinusoidal_pos, query, key, value)
+        return (*self.apply_rotary_position_embeddings(sinusoidal_pos, query, key), value)
+
+    return bert_attention(self, hidden_states, attention_mask, cache, kwargs, rotate)

@@ -1,16 +1,18 @@
-"""MoE parts seen on the dry forward of discovery: the router (the module returning ``(logits, weights,
-ids)`` in some order), its scoring and renormalisation matched numerically on its own output, and the
-routed and shared experts beside it."""
+"""MoE parts seen on the dry forward of discovery: the router (a module returning ``(logits, weights,
+ids)`` in some order, logits beside a dense choice, or logits whose choice the experts module receives
+as arguments), its scoring and renormalisation matched numerically on what it chose, and the routed and
+shared experts beside it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from workbench.arch.base import RouterConvention
-from workbench.arch.trace import Call, Trace, dims
+from workbench.arch.trace import Call, Trace
 
 
 def router_parts(out: Any) -> tuple[str, str, str] | None:
@@ -73,37 +75,6 @@ def _convention(order: tuple[str, str, str], out: tuple, router: nn.Module, conf
     return RouterConvention(**{**vars(conv), "ranked": found is None})
 
 
-def _moe_parts(trace: Trace, base: nn.Module, mlp: Call, block_name: str) -> dict[str, Any]:
-    """Router, routed experts and shared experts inside an MoE block's MLP (paths relative to the block)."""
-    inner = [
-        c
-        for c in trace.calls
-        if c.name.startswith(f"{mlp.name}.") and mlp.start < c.start and c.end < mlp.end
-    ]
-    router = next((c for c in inner if router_parts(c.output) is not None), None)
-    if router is None:
-        return {}
-    order = router_parts(router.output)
-    assert order is not None
-    depth = mlp.name.count(".") + 1
-    children = [c for c in inner if c.name.count(".") == depth and c is not router]
-    experts = next(
-        (c.name for c in children if "expert" in c.name.split(".")[-1] and "shared" not in c.name), None
-    )
-    shared = next((c.name for c in children if "shared" in c.name.split(".")[-1]), None)
-    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
-    logits = router.output[order.index("logits")]
-    ids = router.output[order.index("indices")]
-    return {
-        "router": rel(router.name),
-        "experts": rel(experts),
-        "shared_experts": rel(shared),
-        "convention": _convention(order, router.output, base.get_submodule(router.name), trace.config),
-        "n_experts": int(logits.shape[1]),
-        "top_k": int(ids.shape[1]),
-    }
-
-
 def expert_inputs(call: Call) -> tuple[int, int] | None:
     """(ids, weights) argument positions of an experts module called as ``experts(hidden [tokens, d] or
     [batch, pos, d], ids int [tokens, k], weights float [tokens, k])`` (DBRX, ZAYA), or None."""
@@ -130,35 +101,6 @@ def _logits_of(call: Call, tokens: int, k: int) -> int | None:
     return None
 
 
-def _routed_by_inputs(trace: Trace, base: nn.Module, mlp: Call, block_name: str) -> dict[str, Any]:
-    """A router that returns logits only, its choice handed to the experts module as arguments: the
-    router is the first module in the MLP returning logits before the experts are called."""
-    inner = [c for c in trace.calls if c.name.startswith(f"{mlp.name}.") and mlp.start < c.start < mlp.end]
-    experts = next((c for c in inner if expert_inputs(c) is not None), None)
-    if experts is None:
-        return {}
-    ids_arg, weights_arg = expert_inputs(experts)  # type: ignore[misc]
-    ids, weights = experts.inputs[ids_arg], experts.inputs[weights_arg]
-    router = next((c for c in inner if c.end < experts.start and _logits_of(c, *ids.shape) is not None), None)
-    if router is None:
-        return {}
-    index = _logits_of(router, *ids.shape)
-    logits = (router.output if isinstance(router.output, tuple) else (router.output,))[index]
-    order = ("logits", "weights", "indices")
-    conv = _convention(order, (logits, weights, ids), base.get_submodule(router.name), trace.config)
-    rel = lambda name: name[len(block_name) + 1 :]  # noqa: E731
-    return {
-        "router": rel(router.name),
-        "experts": rel(experts.name),
-        "shared_experts": None,
-        "convention": RouterConvention(**{**vars(conv), "ranked": True}),  # served as the experts got them
-        "n_experts": int(logits.shape[1]),
-        "top_k": int(ids.shape[1]),
-        "router_index": index if isinstance(router.output, tuple) else None,
-        "expert_args": (ids_arg, weights_arg),
-    }
-
-
 def dense_choice(out: Any) -> tuple[int, int, int] | None:
     """(logits index, dense-choice index, k) of a router returning ``(scores, logits)`` where ``scores``
     [tokens, E] is zero off the k chosen experts of every token (Llama 4), or None."""
@@ -176,61 +118,98 @@ def dense_choice(out: Any) -> tuple[int, int, int] | None:
     return None
 
 
-def _routed_densely(trace: Trace, base: nn.Module, router: Call, block_name: str) -> dict[str, Any]:
-    """A router returning its choice as a dense tensor beside its logits: ids and weights are that
-    tensor's top-k (its nonzero entries, descending)."""
-    logits_at, dense_at, k = dense_choice(router.output)  # type: ignore[misc]
-    dense, logits = router.output[dense_at], router.output[logits_at]
-    weights, ids = dense.topk(k, dim=-1)
-    order = ("logits", "weights", "indices")
-    conv = _convention(order, (logits, weights, ids), base.get_submodule(router.name), trace.config)
-    mlp = ".".join(router.name.split(".")[: block_name.count(".") + 2])
-    inner = [
-        c for c in trace.calls if c.name.startswith(f"{mlp}.") and c.name.count(".") == mlp.count(".") + 1
-    ]
-    shared = next((c.name for c in inner if "shared" in c.name.split(".")[-1]), None)
-    # routed experts whose output is one row per token (Llama 4's hold one row per token and expert:
-    # no [batch, pos, d] value, so no moe.hook_routed_out)
+def _experts_beside(trace: Trace, mlp: Call, router: Call, tokens: int) -> tuple[str | None, str | None]:
+    """(routed experts, shared experts) among the MLP's children by name. Routed experts count only when
+    their output holds one row per token (Llama 4's hold one per token and expert: no per-token sum)."""
+    depth = mlp.name.count(".") + 1
+    children = [c for c in trace.inside(mlp) if c.name.count(".") == depth and c is not router]
+    shared = next((c.name for c in children if "shared" in c.name.split(".")[-1]), None)
     experts = next(
         (
             c.name
-            for c in inner
+            for c in children
             if "expert" in c.name.split(".")[-1]
             and c.name != shared
-            and dims(c.output) == 2
-            and c.output.shape[0] == logits.shape[0]
+            and isinstance(c.output, torch.Tensor)
+            and c.output.numel() == tokens * c.output.shape[-1]
         ),
         None,
     )
-    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
-    return {
-        "router": rel(router.name),
-        "experts": rel(experts),
-        "shared_experts": rel(shared),
-        "convention": RouterConvention(**{**vars(conv), "ranked": True}),  # topk of the dense choice
-        "n_experts": int(logits.shape[1]),
-        "top_k": k,
-        "router_index": logits_at,
-        "dense_choice": dense_at,
-    }
+    return experts, shared
+
+
+@dataclass
+class _Choice:
+    """What one router chose, and where each part is read."""
+
+    router: Call
+    logits: torch.Tensor
+    weights: torch.Tensor
+    ids: torch.Tensor
+    order: tuple[str, str, str] = ("logits", "weights", "indices")  # the router's output tuple, if one
+    served_as_chosen: bool = False  # ids read from a dense choice or the experts' arguments: not re-ranked
+    experts: Call | None = None  # the experts module, when it received the choice as arguments
+    fields: dict[str, Any] = field(default_factory=dict)  # Layout fields saying where the parts are read
+
+
+def _choice(trace: Trace, mlp: Call) -> _Choice | None:
+    """The router inside ``mlp``: a module returning ``(logits, weights, ids)`` in some order; one
+    returning logits beside a dense choice (Llama 4); or one returning logits whose choice the experts
+    module receives as arguments (DBRX, ZAYA)."""
+    inner = trace.inside(mlp)
+    for call in inner:
+        order = router_parts(call.output)
+        if order is not None:
+            logits, weights, ids = (call.output[order.index(k)] for k in ("logits", "weights", "indices"))
+            return _Choice(call, logits, weights, ids, order=order)
+        dense = dense_choice(call.output)
+        if dense is not None:
+            logits_at, dense_at, k = dense
+            weights, ids = call.output[dense_at].topk(k, dim=-1)
+            fields = {"router_index": logits_at, "dense_choice": dense_at}
+            return _Choice(call, call.output[logits_at], weights, ids, served_as_chosen=True, fields=fields)
+        args = expert_inputs(call)
+        if args is not None:
+            ids, weights = call.inputs[args[0]], call.inputs[args[1]]
+            router = next(
+                (c for c in inner if c.end < call.start and _logits_of(c, *ids.shape) is not None), None
+            )
+            if router is None:
+                return None
+            index = _logits_of(router, *ids.shape)
+            tupled = isinstance(router.output, tuple)
+            logits = router.output[index] if tupled else router.output
+            fields = {"router_index": index if tupled else None, "expert_args": args}
+            return _Choice(router, logits, weights, ids, served_as_chosen=True, experts=call, fields=fields)
+    return None
 
 
 def find_moe(trace: Trace, base: nn.Module, blocks: str) -> dict[str, Any]:
-    """The MoE parts of the first block that routes tokens (dense first layers are skipped): a router
-    returning ``(logits, weights, ids)``, or one returning logits whose choice the experts module takes
-    as arguments."""
-    inside = [c for c in trace.calls if c.name.startswith(f"{blocks}.")]
-    router = next(
-        (c for c in inside if router_parts(c.output) or expert_inputs(c) or dense_choice(c.output)), None
-    )
-    if router is None:
+    """The MoE parts of the first block child that routes tokens (dense first layers are skipped): the
+    router, its convention matched on what it chose, the routed and shared experts, and where its
+    logits, weights and ids are read."""
+    depth = blocks.count(".") + 2  # parts of "blocks.i.child"
+    children = (c for c in trace.calls if c.name.startswith(f"{blocks}.") and c.name.count(".") == depth)
+    found = next(((mlp, choice) for mlp in children if (choice := _choice(trace, mlp)) is not None), None)
+    if found is None:
         return {}
-    if dense_choice(router.output) is not None:
-        return _routed_densely(trace, base, router, ".".join(router.name.split(".")[: blocks.count(".") + 2]))
-    depth = blocks.count(".") + 2  # parts of "blocks.i"
-    block_name = ".".join(router.name.split(".")[:depth])
-    child = ".".join(router.name.split(".")[: depth + 1])
-    mlp = next(c for c in trace.calls if c.name == child)
-    if router_parts(router.output) is not None:
-        return _moe_parts(trace, base, mlp, block_name)
-    return _routed_by_inputs(trace, base, mlp, block_name)
+    mlp, choice = found
+    parts = {"logits": choice.logits, "weights": choice.weights, "indices": choice.ids}
+    outputs = tuple(parts[k] for k in choice.order)
+    conv = _convention(choice.order, outputs, base.get_submodule(choice.router.name), trace.config)
+    if choice.served_as_chosen:
+        conv = RouterConvention(**{**vars(conv), "ranked": True})
+    experts, shared = _experts_beside(trace, mlp, choice.router, int(choice.logits.shape[0]))
+    if choice.experts is not None:
+        experts, shared = choice.experts.name, None
+    block_name = mlp.name.rsplit(".", 1)[0]
+    rel = lambda name: name[len(block_name) + 1 :] if name else None  # noqa: E731
+    return {
+        "router": rel(choice.router.name),
+        "experts": rel(experts),
+        "shared_experts": rel(shared),
+        "convention": conv,
+        "n_experts": int(choice.logits.shape[1]),
+        "top_k": int(choice.ids.shape[1]),
+        **choice.fields,
+    }

@@ -45,6 +45,11 @@ class Trace:
         self.clock += 1
         return self.clock
 
+    def inside(self, call: Call) -> list[Call]:
+        """The calls made inside ``call`` (its submodules', in order)."""
+        prefix = f"{call.name}."
+        return [c for c in self.calls if c.name.startswith(prefix) and call.start < c.start < call.end]
+
 
 def is_norm(module: nn.Module) -> bool:
     """A normalisation layer: "Norm" in its class name and no children with parameters (not a composite

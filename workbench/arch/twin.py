@@ -19,14 +19,19 @@ import torch
 from torch import nn
 
 VOCAB = 512
+# the names families use for each size (the first name of a fact is the usual one)
 LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers", "encoder_layers")
+HEAD_FIELDS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads")
+KV_HEAD_FIELDS = ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num")
+EXPERT_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+TOP_K_FIELDS = ("num_experts_per_tok", "moe_topk", "moe_k", "top_k")
 SIZES: dict[str, Any] = {
     "vocab_size": VOCAB,
     **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim", "emb_dim"), 64),
     **dict.fromkeys(LAYER_FIELDS, 2),
-    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads"), 4),
+    **dict.fromkeys(HEAD_FIELDS, 4),
     "encoder_attention_heads": 4,
-    **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), 2),
+    **dict.fromkeys(KV_HEAD_FIELDS, 2),
     **dict.fromkeys(
         ("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "decoder_ffn_dim"), 96
     ),
@@ -34,8 +39,8 @@ SIZES: dict[str, Any] = {
     **dict.fromkeys(("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"), 128),
     "head_dim": 16,
     "rotary_dim": 8,  # GPT-J, CodeGen: RoPE on part of each 16-wide head
-    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 4),
-    **dict.fromkeys(("num_experts_per_tok", "moe_topk", "moe_k", "top_k"), 2),
+    **dict.fromkeys(EXPERT_FIELDS, 4),
+    **dict.fromkeys(TOP_K_FIELDS, 2),
     **dict.fromkeys(
         (
             "moe_intermediate_size",
@@ -64,12 +69,12 @@ SIZES: dict[str, Any] = {
 }
 
 FACT_FIELDS: dict[str, tuple[str, ...]] = {  # config fields that may hold each size fact, in order
-    "n_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads"),
-    "n_kv_heads": ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"),
+    "n_heads": HEAD_FIELDS,
+    "n_kv_heads": KV_HEAD_FIELDS,
     "head_dim": ("head_dim", "qk_head_dim", "attention_head_dim", "kv_channels"),
     "v_head_dim": ("v_head_dim", "head_dim", "attention_head_dim", "kv_channels"),
-    "n_experts": ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"),
-    "top_k": ("num_experts_per_tok", "moe_topk", "moe_k", "top_k"),
+    "n_experts": EXPERT_FIELDS,
+    "top_k": TOP_K_FIELDS,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.arch.interface import call_interface
+from workbench.arch.interface import call_interface, update_self_cache
 
 ATTENTION_CLASS = "XGLMAttention"
 
@@ -37,7 +37,6 @@ def attention_forward(
         heads(self.v_proj(hidden_states)),
     )
     if cache is not None:
-        layers = getattr(cache, "self_attention_cache", cache)
-        key, value = layers.update(key, value, self.layer_idx, kwargs=kwargs)
+        key, value = update_self_cache(cache, key, value, self.layer_idx, kwargs)
     output, pattern = call_interface(self, query, key, value, attention_mask, self.scaling)
     return self.out_proj(output.reshape(batch, q_len, self.embed_dim)), pattern

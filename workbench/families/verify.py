@@ -33,6 +33,9 @@ from typing import Any
 
 import torch
 
+from workbench.arch.trace import is_norm
+from workbench.arch.twin import EXPERT_FIELDS
+
 STANDARD = (
     "hook_resid_pre",
     "hook_resid_post",
@@ -46,7 +49,6 @@ STANDARD = (
     "hook_mlp_out",
 )
 ROUTER = ("moe.hook_router_logits", "moe.hook_expert_weights", "moe.hook_expert_indices")
-MOE_CONFIG_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 TOLERANCE = 1e-5
 MAX_PARAMETERS = 20_000_000
 PROMPT = (1, 5, 7, 9, 11, 13, 17)
@@ -129,8 +131,6 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
 
 def _output_norm(model: Any, layer: int) -> torch.nn.Module:
     """The norm a post-norm block applies last (BERT's ``output.LayerNorm``, BART's ``final_layer_norm``)."""
-    from workbench.arch.trace import is_norm
-
     block = model.adapter.block_modules(model.base)[layer]
     return [m for m in block.modules() if is_norm(m)][-1]
 
@@ -326,14 +326,14 @@ def _norm_after_mlp(model: Any, layer: int) -> bool:
         for handle in handles:
             handle.remove()
     after = order[order.index(mlp) + 1 :] if mlp in order else []
-    return any("norm" in type(block.get_submodule(n)).__name__.lower() for n in after)
+    return any(is_norm(block.get_submodule(n)) for n in after)
 
 
 def _looks_moe(config: Any) -> bool:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     if getattr(text, "is_moe", None) is False:  # Doge: an expert count, but a dense MLP unless is_moe
         return False
-    return any((getattr(text, f, None) or 0) > 1 for f in MOE_CONFIG_FIELDS)
+    return any((getattr(text, f, None) or 0) > 1 for f in EXPERT_FIELDS)
 
 
 HYBRID_LAYERS = 8  # one attention layer in hybrids (Jamba: layer 4 of 8), one MoE layer after dense ones
