@@ -29,7 +29,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 docs: $(STAMP)
-	$(BIN)/python -m workbench.hooks.docs > docs/hook_points.md
+	$(BIN)/python -m workbench.families.hook_points > docs/hook_points.md
 	$(BIN)/python -m workbench.families.table > docs/families.md
 
 clean:

@@ -21,10 +21,10 @@ def model(source: str) -> workbench.WorkbenchModel:
 
 def causal_model(source: str, what: str) -> workbench.WorkbenchModel | None:
     """The cached model of a view that needs a causal model, or None after saying so, naming ``what`` the
-    encoder lacks (views return on None)."""
+    model lacks (views return on None)."""
     loaded = model(source)
-    if not loaded.adapter.causal:
-        st.info(f"{source} is an encoder: it has no {what}.")
+    if not loaded.cfg.causal_lm:
+        st.info(f"{source} is not a causal language model: it has no {what}.")
         return None
     return loaded
 

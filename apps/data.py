@@ -13,9 +13,7 @@ from probes import compression, kvcache, lens, moe, sinks
 from probes.eviction import simulate_eviction
 from workbench.capture import CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.evaluate import domain_windows
-from workbench.zoo.registry import MODELS_DIR
+from workbench.zoo import DOMAINS, domain_windows, heldout
 
 DEFAULT_MODEL = "tiny-moe"
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
@@ -80,7 +78,7 @@ def layer_activity(model: WorkbenchModel, prompt: str) -> LayerActivity:
     result = capture(
         model, [prompt], CaptureSpec(points=points, stats=["sink_mass", "entropy"]), progress=False
     )
-    n_layers = model.adapter.n_layers(model.config)
+    n_layers = model.cfg.n_layers
     layers = range(n_layers)
     expert_layers = [i for i in layers if f"blocks.{i}.moe.hook_expert_indices" in result]
     return LayerActivity(
@@ -96,19 +94,19 @@ def layer_activity(model: WorkbenchModel, prompt: str) -> LayerActivity:
 
 def attention_patterns(model: WorkbenchModel, prompt: str) -> tuple[list[torch.Tensor], pd.DataFrame]:
     """Attention patterns per layer ([head, q, k] each) and the sink table (Gu et al. alpha per head)."""
-    n_layers = model.adapter.n_layers(model.config)
+    n_layers = model.cfg.n_layers
     result = capture(
         model, [prompt], CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]), progress=False
     )
     if result.tokens[0].numel() > PATTERN_LIMIT:
         raise ValueError(f"patterns are shown up to {PATTERN_LIMIT} tokens")
     patterns = [result[f"blocks.{i}.attn.hook_pattern"][0].float() for i in range(n_layers)]
-    return patterns, sinks.sink_table(result, n_layers, causal=model.adapter.causal)
+    return patterns, sinks.sink_table(result, n_layers, causal=model.cfg.causal)
 
 
 def routing(model: WorkbenchModel, activity: LayerActivity) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-1 expert per token and MoE layer, and the expert load per layer (``probes.moe.expert_load``)."""
-    n_experts = model.adapter.moe_facts(model.config)["experts"]
+    n_experts = model.cfg.n_experts
     experts = activity.experts
     loads = [
         {"layer": layer, "expert": e, "load": float(v)}
@@ -120,19 +118,19 @@ def routing(model: WorkbenchModel, activity: LayerActivity) -> tuple[pd.DataFram
 
 def heldout_prompts(per_domain: int = 2, chars: int = 300) -> dict[str, list[str]]:
     """A small labelled sample of the zoo's five held-out domains."""
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     return {d: [doc[:chars] for doc in sample[d][:per_domain]] for d in DOMAINS}
 
 
 def specialisation(model: WorkbenchModel) -> pd.DataFrame:
     """OLMoE domain specialisation of the last MoE layer on held-out windows of the five domains."""
-    facts = model.adapter.moe_facts(model.config)
     ids, domains = domain_windows(model.tokenizer, heldout_prompts(4, 2000), seq_len=64, per_domain=4)
     result = capture(model, ids, CaptureSpec(points=[EXPERTS]), progress=False)
     last = moe.moe_layers(result)[-1]
     indices = torch.cat(result[f"blocks.{last}.moe.hook_expert_indices"])
     token_domains = domains[:, None].expand_as(ids).reshape(-1)
-    return moe.domain_expert_table(indices, token_domains, facts["experts"], facts["top_k"], list(DOMAINS))
+    cfg = model.cfg
+    return moe.domain_expert_table(indices, token_domains, cfg.n_experts, cfg.top_k, list(DOMAINS))
 
 
 def compression_depth(model: WorkbenchModel) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
@@ -140,11 +138,11 @@ def compression_depth(model: WorkbenchModel) -> tuple[pd.DataFrame, torch.Tensor
     held-out sample (the lens only for causal LMs)."""
     prompts = [t for texts in heldout_prompts().values() for t in texts]
     result = capture(model, prompts, CaptureSpec(points=[RESID]), progress=False)
-    hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.adapter.n_layers(model.config))]
+    hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.cfg.n_layers)]
     profile = pd.DataFrame(compression.compression_profile(hidden, "all"))
     grid = compression.cka_matrix([torch.cat(h) for h in hidden])
     table = None
-    if model.adapter.causal and model.hf.get_output_embeddings() is not None:
+    if model.cfg.causal_lm:
         ids, _ = domain_windows(model.tokenizer, heldout_prompts(2, 2000), seq_len=64, per_domain=2)
         table = lens.lens_table(model, ids)
     return profile, grid, table

@@ -64,7 +64,7 @@ def _model(name: str) -> Any:
 def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
     import workbench
     from workbench.capture import CaptureSpec, capture
-    from workbench.models.model import attention_implementation
+    from workbench.hooks.implementation import attention_implementation
 
     model = workbench.load(hf)
     points = model.hook_points(SPEC_POINTS, missing_ok=True)

@@ -12,6 +12,7 @@ import math
 import torch
 
 from probes.neighbours import knn_distances
+from workbench.numerics import entropy
 
 
 def twonn(points: torch.Tensor, fraction: float = 0.9, method: str = "lsq", unbiased: bool = True) -> float:
@@ -141,7 +142,7 @@ def effective_rank(matrix: torch.Tensor) -> float:
     Identity 64 -> 64; rank one -> 1; diag(2, 1) -> 1.8899."""
     s = torch.linalg.svdvals(matrix.double())
     p = s[s > 0] / s.sum()
-    return float(torch.exp(-(p * p.log()).sum()))
+    return float(torch.exp(entropy(p)))
 
 
 def prompt_entropy(tokens: torch.Tensor, alpha: float = 1.0) -> float:
@@ -156,7 +157,7 @@ def prompt_entropy(tokens: torch.Tensor, alpha: float = 1.0) -> float:
     eigen = torch.linalg.eigvalsh(gram / gram.trace()).clamp_min(0)
     eigen = eigen[eigen > 1e-12]
     if alpha == 1.0:
-        return float(-(eigen * eigen.log()).sum())
+        return float(entropy(eigen))
     return float(torch.log((eigen**alpha).sum()) / (1 - alpha))
 
 

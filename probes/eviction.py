@@ -33,11 +33,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def _reposition(model: WorkbenchModel, keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rotate cached keys [b, kvh, B, d] from their original positions ``index`` to ``0..B-1``."""
     rotary = getattr(model.base, "rotary_emb", None)
-    if (
-        rotary is None
-        or getattr(rotary, "attention_scaling", 1.0) != 1.0
-        or model.adapter.kv_layout(model.config) == "MLA"
-    ):
+    if rotary is None or getattr(rotary, "attention_scaling", 1.0) != 1.0 or model.cfg.kv_layout == "MLA":
         raise ValueError(f"{model.adapter.family}: cache positions need plain rotate-half RoPE")
     target = torch.arange(index.shape[-1], device=keys.device)
     delta = (target - index).reshape(-1, index.shape[-1])  # [b * kvh, B]

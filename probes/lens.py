@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from probes.divergence import entropy, kl_divergence
+from probes.divergence import kl_divergence
 from workbench.models.model import WorkbenchModel
+from workbench.numerics import entropy
 
 
 def decode(model: WorkbenchModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,7 @@ def lens_table(model: WorkbenchModel, ids: torch.Tensor, lens: TunedLens | None 
                 "layer": layer,
                 "lens": "tuned" if lens is not None else "logit",
                 "kl_to_final": float(kl_divergence(final, logp).mean()),
-                "entropy": float(entropy(logp).mean()),
+                "entropy": float(entropy(logp, log=True).mean()),
                 "top1_agreement": float((logp.argmax(-1) == final.argmax(-1)).float().mean()),
             }
         )

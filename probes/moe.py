@@ -15,6 +15,7 @@ import torch
 
 from workbench.capture.store import Capture
 from workbench.models.model import WorkbenchModel
+from workbench.numerics import entropy
 
 
 def expert_load(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -63,22 +64,26 @@ def domain_expert_mutual_information(indices: torch.Tensor, domains: torch.Tenso
         domains: Domain id per token [tokens].
         n_experts: Number of routed experts.
     """
-    n_domains = int(domains.max()) + 1
     slots = domains[:, None].expand_as(indices).reshape(-1)
-    joint = torch.zeros(n_domains, n_experts)
-    joint.index_put_((slots, indices.reshape(-1)), torch.ones(slots.numel()), accumulate=True)
+    return _information_share(slots, indices.reshape(-1), int(domains.max()) + 1, n_experts)
+
+
+def _information_share(rows: torch.Tensor, columns: torch.Tensor, n_rows: int, n_columns: int) -> float:
+    """``I(R; C) / H(R)`` (nats over nats) of paired draws of two categorical variables; 0 when ``R`` is
+    constant."""
+    joint = torch.zeros(n_rows, n_columns)
+    joint.index_put_((rows, columns), torch.ones(rows.numel()), accumulate=True)
     joint /= joint.sum()
-    p_d, p_e = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    p, q = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
     nonzero = joint > 0
-    mi = (joint[nonzero] * (joint / (p_d * p_e))[nonzero].log()).sum()
-    h_d = -(p_d[p_d > 0] * p_d[p_d > 0].log()).sum()
-    return float(mi / h_d)
+    mi = (joint[nonzero] * (joint / (p * q))[nonzero].log()).sum()
+    h = entropy(p.flatten())
+    return float(mi / h) if h > 0 else 0.0
 
 
 def load_entropy(load: torch.Tensor) -> float:
     """Entropy (nats) of the expert-load distribution; ``log(n_experts)`` when perfectly balanced."""
-    nonzero = load[load > 0]
-    return float(-(nonzero * nonzero.log()).sum())
+    return float(entropy(load))
 
 
 def routing_entropy(router_logits: torch.Tensor, scoring: str = "softmax") -> torch.Tensor:
@@ -95,7 +100,7 @@ def routing_entropy(router_logits: torch.Tensor, scoring: str = "softmax") -> to
         probs = scores / scores.sum(-1, keepdim=True)
     else:
         probs = logits.softmax(-1)
-    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+    return entropy(probs)
 
 
 def dead_experts(load: torch.Tensor) -> list[int]:
@@ -210,14 +215,7 @@ def shared_expert_share(mlp_out: torch.Tensor, routed_out: torch.Tensor) -> floa
 def cross_layer_consistency(top1_here: torch.Tensor, top1_next: torch.Tensor, n_experts: int) -> float:
     """Mutual information (nats) between a token's top-1 expert at layer l and at layer l+1, divided by the
     entropy of the layer-l choice (0: independent, 1: determined)."""
-    joint = torch.zeros(n_experts, n_experts)
-    joint.index_put_((top1_here, top1_next), torch.ones(top1_here.numel()), accumulate=True)
-    joint /= joint.sum()
-    p, q = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
-    nonzero = joint > 0
-    mi = (joint[nonzero] * (joint / (p * q))[nonzero].log()).sum()
-    h = -(p[p > 0] * p[p > 0].log()).sum()
-    return float(mi / h) if h > 0 else 0.0
+    return _information_share(top1_here, top1_next, n_experts, n_experts)
 
 
 def expert_importance(
@@ -242,7 +240,7 @@ def expert_importance(
 
     base = losses()
     rows = []
-    for expert in range(model.adapter.moe_facts(model.config)["experts"]):
+    for expert in range(model.cfg.n_experts):
         with mask_experts(model, {layer: [expert]}):
             delta = losses() - base
         for d, value in enumerate(delta.tolist()):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-import workbench
 from probes import compression, lens, moe
 from probes.eviction import eviction_table
 from probes.figures import (
@@ -26,10 +25,9 @@ from probes.kvcache import retention_curve
 from probes.report_tokens import decoding_section, tokenizer_section
 from probes.sinks import sink_rate, sink_table, token_mass
 from workbench.capture import CaptureSpec, capture
+from workbench.models import load
 from workbench.tables import markdown_table
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.evaluate import domain_windows
-from workbench.zoo.registry import MODELS_DIR
+from workbench.zoo import DOMAINS, domain_windows, heldout
 
 CAUSAL_MODELS = (
     "tiny-llama",
@@ -43,7 +41,7 @@ SPEC = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"])
 
 
 def _prompts(chars: int = 400) -> list[str]:
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     return [sample[d][i][:chars] for d in DOMAINS for i in range(2) if i < len(sample[d])]
 
 
@@ -54,8 +52,8 @@ def sinks_section() -> str:
     """Sink rate and first-token alpha per layer for every causal zoo model; MiniLM's [CLS]/[SEP] mass."""
     rows = []
     for name in CAUSAL_MODELS:
-        model = workbench.load(name)
-        n_layers = model.adapter.n_layers(model.config)
+        model = load(name)
+        n_layers = model.cfg.n_layers
         table = sink_table(capture(model, _prompts(), SPEC, progress=False), n_layers)
         alphas = torch.tensor(table.alpha.values).view(1, n_layers, -1)
         by_layer = table.groupby("layer").alpha.mean().round(3).tolist()
@@ -66,8 +64,8 @@ def sinks_section() -> str:
         rows.append(
             {"model": name, "sink_rate_eps0.3": round(sink_rate(alphas), 1), "alpha_by_layer": by_layer}
         )
-    minilm = workbench.load("minilm")
-    english = load_heldout_sample(MODELS_DIR.parent / "heldout")["english"]
+    minilm = load("minilm")
+    english = heldout()["english"]
     sentences = [line for doc in english for line in doc.split("\n") if 20 < len(line) < 100][:16]
     masses = token_mass(capture(minilm, sentences, SPEC, progress=False), 6, [101, 102])
     pivot = masses.pivot(index="layer", columns="token_id", values="mass").round(3)
@@ -84,7 +82,7 @@ def sinks_section() -> str:
 
 def kvcache_section() -> str:
     """Retention curves (layer 2) and eviction quality on tiny-moe."""
-    model = workbench.load("tiny-moe")
+    model = load("tiny-moe")
     result = capture(model, _prompts(), SPEC, progress=False)
     curve = pd.DataFrame(retention_curve(result["blocks.2.attn.hook_pattern"]))
     FIGURES["retention_tiny-moe"] = policy_curves(
@@ -105,10 +103,10 @@ def kvcache_section() -> str:
 
 def moe_section() -> str:
     """Routing statistics of the zoo MoE models; tiny-moe's importance matrix beside its specialisation."""
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     stats, loads = [], []
     for name in ("tiny-moe", "tiny-moe-shared"):
-        model = workbench.load(name)
+        model = load(name)
         ids, domains = domain_windows(model.tokenizer, sample)
         result = capture(
             model,
@@ -116,8 +114,7 @@ def moe_section() -> str:
             CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_.*", r"blocks\.\d+\.hook_mlp_out"]),
             progress=False,
         )
-        facts = model.adapter.moe_facts(model.config)
-        n, k = facts["experts"], facts["top_k"]
+        n, k = model.cfg.n_experts, model.cfg.top_k
         stats += [
             {"model": name, **row}
             for row in moe.routing_table(result, ids.reshape(-1), n, k).to_dict("records")
@@ -132,7 +129,7 @@ def moe_section() -> str:
             tiny, tiny_ids, tiny_domains, tiny_indices = model, ids, domains, indices
     baseline = moe.random_repetition_baseline(8, 2)
     early = capture(
-        workbench.load("tiny-moe-early"),
+        load("tiny-moe-early"),
         tiny_ids,
         CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_expert_indices"]),
         progress=False,
@@ -205,15 +202,15 @@ def moe_section() -> str:
 
 def compression_section() -> str:
     """ID profiles with both summary layers, CKA blocks, lenses and prediction depth on the zoo."""
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     prompts = [doc[:300] for docs in sample.values() for doc in docs[:6]]
     rows, summaries = [], []
     for name in ("tiny-llama", "tiny-moe", "minilm"):
-        model = workbench.load(name)
+        model = load(name)
         result = capture(
             model, prompts, CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"]), progress=False
         )
-        hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.adapter.n_layers(model.config))]
+        hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.cfg.n_layers)]
         profile = compression.compression_profile(hidden, "all")
         summary = compression.id_summaries([r["twonn_90"] for r in profile])
         blocks = compression.cka_blocks(compression.cka_matrix([torch.cat(h) for h in hidden]))
@@ -230,7 +227,7 @@ def compression_section() -> str:
             FIGURES["cka_tiny-llama"] = heatmap(
                 pd.DataFrame(cells), "i", "j", "cka", "Linear CKA layer x layer, tiny-llama"
             )
-    llama = workbench.load("tiny-llama")
+    llama = load("tiny-llama")
     ids, _ = domain_windows(llama.tokenizer, sample, seq_len=64, per_domain=8)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
     train, test = ids[order[::2]], ids[order[1::2]]

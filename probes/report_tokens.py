@@ -9,18 +9,16 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerFast
 
-import workbench
 from probes import compression, lens
 from probes.decoding import batch_invariance, decoding_sweep, one_at_a_time, sweep_summary
 from probes.figures import bars_by_group, lines_by_group
 from probes.sinks import sink_rate, sink_table
 from probes.tokenizer import length_inflation, load_texts, loss_per_byte, tokenizer_table, vocabulary
 from workbench.capture import CaptureSpec, capture
+from workbench.models import load
 from workbench.tables import markdown_table
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.evaluate import domain_windows
-from workbench.zoo.registry import MODELS_DIR, zoo
-from workbench.zoo.vocab import tokenizer_dir
+from workbench.zoo import DOMAINS, domain_windows, heldout, tokenizer_dir
+from workbench.zoo.registry import zoo
 
 MATCHED_TOKENIZERS = ("bpe-1024", "bpe-4096", "bpe-16384", "unigram-4096")
 MATCHED_MODELS = ("tiny-llama", "tiny-llama-unigram")
@@ -28,20 +26,20 @@ DECODING_PROMPTS = ["The old man said", "def parse(line):", "Сегодня ут
 
 
 def _heldout() -> dict[str, list[str]]:
-    return load_heldout_sample(MODELS_DIR.parent / "heldout")
+    return heldout()
 
 
 def _tokenizers() -> dict[str, object]:
     found = {
         name: PreTrainedTokenizerFast.from_pretrained(tokenizer_dir(name)) for name in MATCHED_TOKENIZERS
     }
-    return {**found, "minilm (WordPiece 30522)": workbench.load("minilm").tokenizer}
+    return {**found, "minilm (WordPiece 30522)": load("minilm").tokenizer}
 
 
 def _internal_signals(name: str, texts: list[str]) -> dict[str, float | int | None]:
     """Sink rate, ID peak and logit-lens depth of one model on ``texts`` (other probes' headlines)."""
-    model = workbench.load(name)
-    n_layers = model.adapter.n_layers(model.config)
+    model = load(name)
+    n_layers = model.cfg.n_layers
     points = [r"blocks\.\d+\.attn\.hook_pattern", r"blocks\.\d+\.hook_resid_post"]
     result = capture(model, texts, CaptureSpec(points=points), progress=False)
     alphas = torch.tensor(sink_table(result, n_layers).alpha.values).view(1, n_layers, -1)
@@ -81,7 +79,7 @@ def tokenizer_section(figures: dict[str, object]) -> str:
     )
     bpb = pd.DataFrame(
         [
-            {"model": m, "domain": d, **loss_per_byte(workbench.load(m), heldout[d])}
+            {"model": m, "domain": d, **loss_per_byte(load(m), heldout[d])}
             for m in MATCHED_MODELS
             for d in DOMAINS
         ]
@@ -126,9 +124,7 @@ def decoding_section(figures: dict[str, object]) -> str:
     )
     parts = []
     for name in ("tiny-llama", "tiny-moe"):
-        tokens, runs = decoding_sweep(
-            workbench.load(name), DECODING_PROMPTS, settings, samples=4, progress=False
-        )
+        tokens, runs = decoding_sweep(load(name), DECODING_PROMPTS, settings, samples=4, progress=False)
         summary = sweep_summary(tokens, runs).drop(columns=["setting"])
         if name == "tiny-llama":
             by_temperature = summary[summary.sweep == "temperature"].melt(
@@ -144,7 +140,7 @@ def decoding_section(figures: dict[str, object]) -> str:
     invariance = []
     for name in sorted(zoo()):
         for dtype in (torch.float32, torch.bfloat16):
-            table = batch_invariance(workbench.load(name, dtype=dtype), "The cat sat on the mat.", fillers)
+            table = batch_invariance(load(name, dtype=dtype), "The cat sat on the mat.", fillers)
             invariance.append(table.assign(model=name, dtype=str(dtype).removeprefix("torch.")))
     columns = [
         "model",

@@ -8,6 +8,7 @@ Library use::
     acts = model.read("The cat sat.", [r"blocks\.\d+\.attn\.hook_pattern"])
 """
 
+from workbench._version import __version__
 from workbench.arch import SUPPORTED_MODEL_TYPES, adapter_for
 from workbench.capture import Capture, CaptureSpec, capture
 from workbench.capture.generate import Generation, generate, stream_generate
@@ -15,7 +16,6 @@ from workbench.card import Card, card
 from workbench.errors import WorkbenchError
 from workbench.models import WorkbenchModel, load
 
-__version__ = "0.1.0"
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "Capture",
@@ -24,6 +24,7 @@ __all__ = [
     "Generation",
     "WorkbenchError",
     "WorkbenchModel",
+    "__version__",
     "adapter_for",
     "capture",
     "card",

@@ -81,12 +81,11 @@ def _rope(config: Any) -> tuple[Any, Any]:
 def parameter_counts(model: WorkbenchModel) -> tuple[int, int]:
     """Total parameters and parameters active per token (MoE: only top-k of the routed experts count)."""
     total = sum(p.numel() for p in model.hf.parameters())
-    adapter, config = model.adapter, model.config
-    facts = adapter.moe_facts(config)
-    if not facts or adapter.experts is None:
+    adapter, cfg = model.adapter, model.cfg
+    if not cfg.is_moe or adapter.experts is None:
         return total, total
     inactive = 0.0
-    share_off = 1 - facts["top_k"] / facts["experts"]
+    share_off = 1 - cfg.top_k / cfg.n_experts
     for block in adapter.block_modules(model.base):
         if adapter.is_moe_block(block):
             experts = block.get_submodule(adapter.experts)
@@ -97,7 +96,7 @@ def parameter_counts(model: WorkbenchModel) -> tuple[int, int]:
 def kv_bytes_per_token(model: WorkbenchModel, dtype: torch.dtype | None = None) -> int:
     """Architectural KV-cache bytes per token: ``2 x layers x kv_heads x head_dim x bytes`` (MLA: latent)."""
     dtype = dtype or next(model.hf.parameters()).dtype
-    return model.adapter.kv_elements_per_token(model.config) * torch.tensor([], dtype=dtype).element_size()
+    return model.cfg.kv_elements_per_token * torch.tensor([], dtype=dtype).element_size()
 
 
 def _router_rule(model: WorkbenchModel) -> str | None:
@@ -130,7 +129,7 @@ def _sink_mechanism(model: WorkbenchModel) -> str:
 
 def _tokenizer_rows(card_: Card, model: WorkbenchModel) -> None:
     tok = model.tokenizer
-    card_.add("tokenizer", "vocab_size", model.config.get_text_config().vocab_size)
+    card_.add("tokenizer", "vocab_size", model.cfg.d_vocab)
     if tok is None:
         card_.add("tokenizer", "algorithm", None)
         return
@@ -144,42 +143,51 @@ def _tokenizer_rows(card_: Card, model: WorkbenchModel) -> None:
 
 def card(model: WorkbenchModel) -> Card:
     """Build the card of a loaded model from its config, adapter, tokenizer and weights."""
-    adapter, config = model.adapter, model.config
+    adapter, cfg = model.adapter, model.cfg
     dtype = next(model.hf.parameters()).dtype
     result = Card(model.source)
-    result.add("model", "family", adapter.family)
+    result.add("model", "family", cfg.family)
     result.add("model", "class", type(model.hf).__name__)
     result.add("model", "dtype", str(dtype).removeprefix("torch."))
     _tokenizer_rows(result, model)
     total, active = parameter_counts(model)
-    theta, scaling = _rope(config)
+    theta, scaling = _rope(model.config)
+    rope = cfg.positional == "rope"
     attention = [
-        ("layers", adapter.n_layers(config)),
-        ("d_model", adapter.d_model(config)),
-        ("heads", adapter.n_heads(config)),
-        ("kv_heads", adapter.n_kv_heads(config)),
-        ("attention_kind", adapter.kv_layout(config)),
-        ("head_dim", adapter.head_dim(config)),
-        ("causal", adapter.causal),
-        ("positional", adapter.positional),
-        ("rope_theta", theta if adapter.positional == "rope" else None),
-        ("rope_scaling", scaling if adapter.positional == "rope" else None),
-        ("context_length", adapter.context_length(config)),
-        ("sliding_window", adapter.sliding_window(config)),
+        ("layers", cfg.n_layers),
+        ("d_model", cfg.d_model),
+        ("heads", cfg.n_heads),
+        ("kv_heads", cfg.n_kv_heads),
+        ("attention_kind", cfg.kv_layout),
+        ("head_dim", cfg.d_head),
+        ("causal", cfg.causal),
+        ("positional", cfg.positional),
+        ("rope_theta", theta if rope else None),
+        ("rope_scaling", scaling if rope else None),
+        ("context_length", cfg.n_ctx),
+        ("sliding_window", cfg.sliding_window),
         ("attention_sinks", _sink_mechanism(model)),
-        ("norm", f"{adapter.norm_type} ({adapter.norm_placement}-norm)"),
-        ("activation", adapter.activation(config)),
-        ("tied_embeddings", bool(getattr(config, "tie_word_embeddings", False))),
+        ("norm", cfg.norm),
+        ("activation", cfg.activation),
+        ("tied_embeddings", bool(getattr(model.config, "tie_word_embeddings", False))),
     ]
     for name, value in attention:
         result.add("architecture", name, value)
-    for name, value in adapter.moe_facts(config).items():
-        result.add("moe", name, value)
+    if cfg.is_moe:
+        moe = [
+            ("experts", cfg.n_experts),
+            ("top_k", cfg.top_k),
+            ("shared_experts", cfg.n_shared_experts),
+            ("dense_layers", cfg.n_dense_layers),
+            *cfg.moe_notes,
+        ]
+        for name, value in moe:
+            result.add("moe", name, value)
     if adapter.router_convention is not None:
         result.add("moe", "router", _router_rule(model))
     result.add("size", "parameters_total", total)
     result.add("size", "parameters_active_per_token", active)
     result.add("kv cache", "kv_bytes_per_token", kv_bytes_per_token(model, dtype))
-    if not adapter.causal:
+    if not cfg.causal:
         result.add("kv cache", "note", "encoder: no cache at inference; figure is what a cache would hold")
     return result

@@ -272,7 +272,7 @@ def zoo_verify() -> None:
 
 def _buildable(names: list[str]) -> list[str]:
     """Reject names ``zoo build`` cannot make at parse time, so a typo is a usage error."""
-    from workbench.zoo.build import BUILDABLE
+    from workbench.zoo_build.build import BUILDABLE
 
     unknown = [n for n in names if n not in BUILDABLE]
     if unknown:
@@ -287,7 +287,7 @@ def zoo_build(
     ],
 ) -> None:
     """Rebuild zoo entries from their seeds (fetches the corpus with apt-get; trains on this CPU)."""
-    from workbench.zoo.build import build
+    from workbench.zoo_build.build import build
 
     build(names)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from workbench.models.model import Inputs, WorkbenchModel
+from workbench.numerics import entropy
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
@@ -23,17 +24,17 @@ def layer_summary(model: WorkbenchModel, prompts: Inputs = DEFAULT_PROMPTS) -> l
     mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
     first = mask.float().argmax(dim=1)  # first real token per prompt (left padding safe)
     rows = []
-    for layer in range(model.adapter.n_layers(model.config)):
+    for layer in range(model.cfg.n_layers):
         resid = values[f"blocks.{layer}.hook_resid_post"].float()
         pattern = values[f"blocks.{layer}.attn.hook_pattern"].float()  # [batch, head, q, k]
-        entropy = -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)  # [batch, head, q]
+        entropies = entropy(pattern)  # [batch, head, q]
         sink = pattern[torch.arange(pattern.shape[0]), :, :, first]  # [batch, head, q]
-        keep = mask[:, None, :].expand_as(entropy)
+        keep = mask[:, None, :].expand_as(entropies)
         rows.append(
             {
                 "layer": layer,
                 "resid_norm": resid.norm(dim=-1)[mask].mean().item(),
-                "attn_entropy": entropy[keep].mean().item(),
+                "attn_entropy": entropies[keep].mean().item(),
                 "first_token_mass": sink[keep].mean().item(),
             }
         )

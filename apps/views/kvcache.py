@@ -18,7 +18,7 @@ def render(source: str, prompt: str) -> None:
         return
     per_token = workbench.card(model).get("kv_bytes_per_token")
     tokens = len(cache.activity(source, prompt).tokens)
-    context = model.adapter.context_length(model.config) or tokens
+    context = model.cfg.n_ctx or tokens
     left, middle, right = st.columns(3)
     left.metric("KV bytes per token", f"{per_token:,}")
     middle.metric(f"This prompt ({tokens} tokens)", f"{per_token * tokens:,} B")

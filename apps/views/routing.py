@@ -23,7 +23,7 @@ def render(source: str, prompt: str) -> None:
     st.plotly_chart(
         cache.grid_figure(grid.values, activity.tokens, layers, "Top-1 expert", height=300), key="routing_map"
     )
-    n_experts = model.adapter.moe_facts(model.config)["experts"]
+    n_experts = model.cfg.n_experts
     left, right = st.columns(2)
     layer = left.selectbox("MoE layer", range(activity.experts.shape[0]), key="routing_layer")
     expert = right.selectbox("Expert", range(n_experts), key="routing_expert")

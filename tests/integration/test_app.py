@@ -19,7 +19,7 @@ from workbench.battery import load_spec, run_battery
 from workbench.battery.report import summary_table
 from workbench.capture import CaptureSpec, capture
 from workbench.capture.generate import stream_generate
-from workbench.zoo.evaluate import domain_windows
+from workbench.zoo import domain_windows
 
 APP = str(Path(__file__).resolve().parents[2] / "apps/workbench_app.py")
 PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
@@ -49,7 +49,7 @@ def test_card_view_shows_the_card() -> None:
 )
 def test_causal_only_views_explain_an_encoder(view: str, missing: str) -> None:
     app = _app(view, model="minilm")
-    assert [i.value for i in app.info] == [f"minilm is an encoder: it has no {missing}."]
+    assert [i.value for i in app.info] == [f"minilm is not a causal language model: it has no {missing}."]
     assert not app.button and not app.slider
 
 

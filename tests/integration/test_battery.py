@@ -18,7 +18,7 @@ import workbench
 from workbench.battery import compare_runs, load_spec, run_battery
 from workbench.battery.spec import DEFAULT_SPEC, SpecError
 from workbench.battery.units import PROBES
-from workbench.models.model import attention_implementation
+from workbench.hooks.implementation import attention_implementation
 
 SMALL = """
 name = "small"

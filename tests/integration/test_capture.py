@@ -12,7 +12,7 @@ import workbench
 from workbench.capture import Capture, CaptureSpec, capture
 from workbench.capture.engine import CaptureTooLargeError
 from workbench.capture.store import CorruptStoreError
-from workbench.models.model import attention_implementation
+from workbench.hooks.implementation import attention_implementation
 from workbench.models.tiny import VOCAB, build_tiny
 
 POINTS = [
@@ -33,7 +33,7 @@ def test_capture_equals_hf_outputs(tiny: workbench.WorkbenchModel) -> None:
     with torch.no_grad(), attention_implementation(tiny.hf, "eager"):
         flags = {"output_router_logits": True} if tiny.adapter.router_convention else {}
         ref = tiny.hf(input_ids=ids, output_hidden_states=True, output_attentions=True, **flags)
-    n_layers = tiny.adapter.n_layers(tiny.config)
+    n_layers = tiny.cfg.n_layers
     for layer in range(n_layers):
         assert torch.equal(result[f"blocks.{layer}.attn.hook_pattern"][0], ref.attentions[layer][0])
         if layer < n_layers - 1:
@@ -127,7 +127,7 @@ def test_streamed_statistics_equal_eager_patterns(tiny: workbench.WorkbenchModel
         padding_side=side,
     )
     result = capture(tiny, prompts, spec, progress=False)
-    for layer in range(tiny.adapter.n_layers(tiny.config)):
+    for layer in range(tiny.cfg.n_layers):
         pre = f"blocks.{layer}.attn."
         for index in range(len(prompts)):
             pattern = result[pre + "hook_pattern"][index].float()  # [head, q, k]

@@ -28,7 +28,7 @@ def test_kv_bytes_equal_formula_and_measured_cache(family: str, dtype: torch.dty
     element = torch.tensor([], dtype=dtype).element_size()
     expected = formula_kv_bytes(model.config, family, element)
     assert workbench.card(model).get("kv_bytes_per_token") == expected
-    if not model.adapter.causal:
+    if not model.cfg.causal:
         return
     batch, tokens = 2, 6  # within GPT-OSS's sliding window, so every layer keeps every token
     with torch.no_grad():

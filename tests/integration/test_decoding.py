@@ -8,14 +8,13 @@ import torch
 
 import workbench
 from probes.decoding import batch_invariance, decoding_sweep, one_at_a_time, sweep_summary
-from workbench.zoo.corpus import load_heldout_sample
-from workbench.zoo.registry import MODELS_DIR, zoo
+from workbench.zoo import heldout, zoo
 
 PROMPTS = ["The weather today", "def add(a, b):", "Москва"]
 
 
 def _fillers() -> list[str]:
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     return [doc[:300] for docs in sample.values() for doc in docs[:2]]
 
 

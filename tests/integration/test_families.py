@@ -272,7 +272,7 @@ def test_inline_attention_is_routed_through_the_interface_without_changing_the_m
     built from the same weights, under eager and under the default implementation."""
     import copy
 
-    from workbench.models.model import attention_implementation
+    from workbench.hooks.implementation import attention_implementation
 
     torch.manual_seed(0)
     hf = tf.AutoModelForCausalLM.from_config(tiny_config(family)).eval()
@@ -332,7 +332,6 @@ def test_every_full_family_gets_its_card_and_hooks_on_the_meta_device() -> None:
 
     lines = (ROOT / "docs/families.md").read_text().splitlines()
     full = [line.split("`")[1] for line in lines if "| full |" in line]
-    facts = ("n_layers", "n_heads", "n_kv_heads", "d_model", "head_dim", "v_head_dim")
     differ = []
     for family in full:
         for layers in (2, 8):  # hybrids: enough layers for one attention layer
@@ -349,10 +348,7 @@ def test_every_full_family_gets_its_card_and_hooks_on_the_meta_device() -> None:
             empty = tf.AutoModelForCausalLM.from_config(config)
         meta = workbench.load(empty, device="meta")
         arch._LAYOUTS.clear()
-        seen = [
-            (set(m.points), [getattr(m.adapter, f)(m.config) for f in facts], m.adapter.moe_facts(m.config))
-            for m in (cpu, meta)
-        ]
+        seen = [(set(m.points), m.cfg) for m in (cpu, meta)]
         if seen[0] != seen[1] or workbench.card(meta).get("layers") != layers:
             differ.append(family)
     assert differ == []
@@ -382,9 +378,8 @@ def test_interventions_and_probes_run_on_discovered_families(family: str) -> Non
     full = simulate_eviction(model, ids, prompt_len=12, policy="recent", budget=12)
     assert full["kl"] == 0.0 and full["top1_agreement"] == 1.0
     assert simulate_eviction(model, ids, prompt_len=12, policy="recent", budget=2)["kl"] > 0
-    facts = model.adapter.moe_facts(model.config)
-    if facts:
+    if model.cfg.is_moe:
         spec = CaptureSpec(points=["blocks.*.moe.hook_.*", "blocks.*.hook_mlp_out"])
         result = capture(model, ids, spec, progress=False)
-        table = routing_table(result, ids.flatten(), facts["experts"], facts["top_k"])
+        table = routing_table(result, ids.flatten(), model.cfg.n_experts, model.cfg.top_k)
         assert len(table) == len(moe_layers(result)) > 0

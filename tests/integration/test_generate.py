@@ -68,5 +68,5 @@ def test_sampling_is_seeded_and_streams() -> None:
 
 
 def test_encoders_cannot_generate() -> None:
-    with pytest.raises(workbench.WorkbenchError, match="encoder"):
+    with pytest.raises(workbench.WorkbenchError, match="not a causal language model"):
         next(workbench.stream_generate(workbench.load(build_tiny("bert")), torch.tensor([[5, 6]])))

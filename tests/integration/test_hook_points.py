@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench
-from workbench.models.model import attention_implementation
+from workbench.hooks.implementation import attention_implementation
 
 
 def hf_reference(model: workbench.WorkbenchModel, ids: torch.Tensor) -> tuple[object, dict[int, tuple]]:
@@ -34,7 +34,7 @@ def hf_reference(model: workbench.WorkbenchModel, ids: torch.Tensor) -> tuple[ob
 def test_every_point_resolves_and_fires(tiny: workbench.WorkbenchModel, ids: torch.Tensor) -> None:
     values = tiny.read(ids, ".*")
     assert list(values) == list(tiny.points)
-    n_layers = tiny.adapter.n_layers(tiny.config)
+    n_layers = tiny.cfg.n_layers
     for layer in range(n_layers):
         for suffix in (
             "hook_resid_pre",
@@ -49,7 +49,7 @@ def test_every_point_resolves_and_fires(tiny: workbench.WorkbenchModel, ids: tor
 def test_points_equal_hf_outputs(tiny: workbench.WorkbenchModel, ids: torch.Tensor) -> None:
     ref, router_out = hf_reference(tiny, ids)
     values = tiny.read(ids, ".*")
-    n_layers = tiny.adapter.n_layers(tiny.config)
+    n_layers = tiny.cfg.n_layers
     for layer in range(n_layers):
         assert torch.equal(values[f"blocks.{layer}.attn.hook_pattern"], ref.attentions[layer])
         assert torch.equal(values[f"blocks.{layer}.hook_resid_pre"], ref.hidden_states[layer])
@@ -77,7 +77,7 @@ def test_points_equal_hf_outputs(tiny: workbench.WorkbenchModel, ids: torch.Tens
 def test_tap_points_are_what_attention_used(tiny: workbench.WorkbenchModel, ids: torch.Tensor) -> None:
     """softmax(scores) reproduces the pattern, scores come from the tapped q and k, and z = pattern @ v."""
     values = tiny.read(ids, ".*")
-    for layer in range(tiny.adapter.n_layers(tiny.config)):
+    for layer in range(tiny.cfg.n_layers):
         pre = f"blocks.{layer}.attn."
         q, k, v = values[pre + "hook_q"], values[pre + "hook_k"], values[pre + "hook_v"]
         scores, pattern, z = (
@@ -107,10 +107,10 @@ def test_tap_points_are_what_attention_used(tiny: workbench.WorkbenchModel, ids:
 def test_kv_points_equal_the_cache(tiny: workbench.WorkbenchModel, ids: torch.Tensor) -> None:
     with torch.no_grad():
         cache = tiny.hf(input_ids=ids[:, :6], use_cache=True).past_key_values
-    if not tiny.adapter.causal:  # an encoder keeps no cache
+    if not tiny.cfg.causal:  # an encoder keeps no cache
         assert cache is None
         return
-    mla = tiny.adapter.kv_layout(tiny.config) == "MLA"
+    mla = tiny.cfg.kv_layout == "MLA"
     values = tiny.read(ids[:, :6], r"blocks\.\d+\.kv\..*")
     for layer, cached in enumerate(cache.layers):
         key, value = values[f"blocks.{layer}.kv.key"], values[f"blocks.{layer}.kv.value"]

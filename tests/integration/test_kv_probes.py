@@ -10,20 +10,16 @@ import torch
 import workbench
 from probes.kvcache import key_channel_absmax, kv_cache_bytes, quantization_error, retention_curve
 from workbench.capture import CaptureSpec, capture
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.registry import MODELS_DIR, zoo
+from workbench.zoo import DOMAINS, heldout
+from workbench.zoo.registry import zoo
 
 
 def test_kv_bytes_match_the_formula_for_every_family(tiny: workbench.WorkbenchModel) -> None:
-    config, adapter = tiny.config, tiny.adapter
-    if adapter.kv_layout(config) == "MLA":
-        expected = kv_cache_bytes(
-            adapter.n_layers(config), 1, config.kv_lora_rank, 4, v_head_dim=config.qk_rope_head_dim
-        )
+    config, cfg = tiny.config, tiny.cfg
+    if cfg.kv_layout == "MLA":
+        expected = kv_cache_bytes(cfg.n_layers, 1, config.kv_lora_rank, 4, v_head_dim=config.qk_rope_head_dim)
     else:
-        expected = kv_cache_bytes(
-            adapter.n_layers(config), adapter.n_kv_heads(config), adapter.head_dim(config), 4
-        )
+        expected = kv_cache_bytes(cfg.n_layers, cfg.n_kv_heads, cfg.d_head, 4)
     assert workbench.card(tiny).get("kv_bytes_per_token") == expected
     # the formula from the config's own fields (PROBES.md), fp32 = 4 bytes: MLA caches the latent and the
     # shared RoPE key per layer; the rest K and V per layer and KV head
@@ -42,7 +38,7 @@ def test_kv_bytes_match_the_formula_for_every_family(tiny: workbench.WorkbenchMo
 @pytest.mark.parametrize("name", [n for n, e in zoo().items() if e.kind != "pypi"])
 def test_kv_probes_run_on_every_zoo_model(name: str) -> None:
     model = workbench.load(name)
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     prompts = [sample[d][0][:400] for d in DOMAINS]
     spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern", r"blocks\.\d+\.kv\.key"])
     result = capture(model, prompts, spec, progress=False)

@@ -7,15 +7,12 @@ import torch
 
 import workbench
 from probes.lens import TunedLens, lens_table, prediction_depth, train_tuned_lens
-from workbench.zoo.corpus import load_heldout_sample
-from workbench.zoo.evaluate import domain_windows
-from workbench.zoo.registry import MODELS_DIR, zoo
+from workbench.zoo import domain_windows, heldout
+from workbench.zoo.registry import zoo
 
 
 def _windows(model: workbench.WorkbenchModel) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, _ = domain_windows(
-        model.tokenizer, load_heldout_sample(MODELS_DIR.parent / "heldout"), seq_len=64, per_domain=8
-    )
+    ids, _ = domain_windows(model.tokenizer, heldout(), seq_len=64, per_domain=8)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(ids), generator=generator)
     return ids[order[::2]], ids[order[1::2]]  # train / test halves, all domains in both
@@ -43,7 +40,7 @@ def test_prediction_depth_on_every_zoo_model(name: str) -> None:
     model = workbench.load(name)
     _, test = _windows(model)
     depth = prediction_depth(model, test[:4])
-    n_layers = model.adapter.n_layers(model.config)
+    n_layers = model.cfg.n_layers
     assert depth.shape == test[:4].shape and depth.min() >= 0 and depth.max() <= n_layers - 1
     table = lens_table(model, test[:4])
     assert table.top1_agreement.iloc[-1] == 1.0 and table.kl_to_final.iloc[-1] == pytest.approx(0, abs=1e-6)
@@ -74,13 +71,11 @@ def test_compression_profile_on_every_zoo_model(name: str) -> None:
     from workbench.capture import CaptureSpec, capture
 
     model = workbench.load(name)
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     prompts = [doc[:300] for docs in sample.values() for doc in docs[:3]]
     spec = CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"])
     result = capture(model, prompts, spec, progress=False)
-    hidden = [
-        result[f"blocks.{layer}.hook_resid_post"] for layer in range(model.adapter.n_layers(model.config))
-    ]
+    hidden = [result[f"blocks.{layer}.hook_resid_post"] for layer in range(model.cfg.n_layers)]
     for pooling in ("all", "mean"):
         rows = compression_profile(hidden, pooling)
         assert all(r["pooling"] == pooling and r["twonn_90"] > 0 for r in rows)

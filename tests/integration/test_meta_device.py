@@ -93,4 +93,4 @@ def test_load_on_meta_allocates_no_weights(tmp_path: Path) -> None:
     directory = _configs(tmp_path)["llama-3-70b"]
     model = workbench.load(str(directory), device="meta")
     assert all(p.is_meta for p in model.hf.parameters())
-    assert model.adapter.n_layers(model.config) == 80 and "blocks.79.attn.hook_pattern" in model.points
+    assert model.cfg.n_layers == 80 and "blocks.79.attn.hook_pattern" in model.points

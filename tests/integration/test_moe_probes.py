@@ -16,8 +16,7 @@ from workbench import intervene
 from workbench.arch import ADAPTERS
 from workbench.capture import CaptureSpec, capture
 from workbench.models.tiny import VOCAB, build_tiny
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.evaluate import domain_windows
+from workbench.zoo import DOMAINS, domain_windows, heldout
 from workbench.zoo.registry import MODELS_DIR
 
 MOE_FAMILIES = [a.family for a in ADAPTERS if a.router_convention is not None]
@@ -29,8 +28,7 @@ def test_every_moe_probe_runs_on_every_family(family: str) -> None:
     model = workbench.load(build_tiny(family))
     ids = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
     result = capture(model, ids, CaptureSpec(points=ROUTING), progress=False)
-    facts = model.adapter.moe_facts(model.config)
-    n_experts, top_k = facts["experts"], facts["top_k"]
+    n_experts, top_k = model.cfg.n_experts, model.cfg.top_k
     layers = sorted({int(n.split(".")[1]) for n in result.names if "expert_indices" in n})
     for layer in layers:
         pre = f"blocks.{layer}.moe."
@@ -65,7 +63,7 @@ def test_every_moe_probe_runs_on_every_family(family: str) -> None:
 
 def test_router_saturation_on_the_checkpoint_pair() -> None:
     final, early = workbench.load("tiny-moe"), workbench.load("tiny-moe-early")
-    ids, _ = domain_windows(final.tokenizer, load_heldout_sample(MODELS_DIR.parent / "heldout"), per_domain=4)
+    ids, _ = domain_windows(final.tokenizer, heldout(), per_domain=4)
     spec = CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_expert_indices"])
     a, b = capture(early, ids, spec, progress=False), capture(final, ids, spec, progress=False)
     for name in a.names:
@@ -76,7 +74,7 @@ def test_router_saturation_on_the_checkpoint_pair() -> None:
 
 def test_tiny_moe_mutual_information_matches_its_card() -> None:
     model = workbench.load("tiny-moe")
-    ids, domains = domain_windows(model.tokenizer, load_heldout_sample(MODELS_DIR.parent / "heldout"))
+    ids, domains = domain_windows(model.tokenizer, heldout())
     result = capture(
         model, ids, CaptureSpec(points=[r"blocks\.\d+\.moe\.hook_expert_indices"]), progress=False
     )

@@ -8,14 +8,13 @@ import torch
 
 import workbench
 from probes.neighbours import knn
-from workbench.battery.prompts import MODELS_DIR
-from workbench.zoo.corpus import load_heldout_sample
+from workbench.zoo import heldout
 
 
 @pytest.mark.slow
 def test_minilm_hidden_states_match_float64_brute_force() -> None:
     model = workbench.load("minilm")
-    domains = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    domains = heldout()
     texts = [text[start : start + 400] for text in domains["code"] for start in range(0, 1600, 400)]
     texts += [text[:400] for name, group in domains.items() if name != "code" for text in group[:4]]
     batch = model.encode(texts)

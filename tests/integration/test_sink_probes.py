@@ -10,8 +10,8 @@ import workbench
 from probes.sinks import learned_sink_mass, massive_table, position_mass, sink_table, token_mass
 from workbench.capture import CaptureSpec, capture
 from workbench.models.tiny import build_tiny
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
-from workbench.zoo.registry import MODELS_DIR, zoo
+from workbench.zoo import DOMAINS, heldout
+from workbench.zoo.registry import zoo
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -23,14 +23,14 @@ SPEC = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern", r"blocks\.\d+\.ho
 
 
 def _prompts() -> list[str]:
-    sample = load_heldout_sample(MODELS_DIR.parent / "heldout")
+    sample = heldout()
     return [sample[d][0][:300] for d in DOMAINS]
 
 
 def test_planted_sink_heads_recovered_with_precision_and_recall_one() -> None:
     model = workbench.load("planted-sink")
     result = capture(model, _prompts(), SPEC, progress=False)
-    table = sink_table(result, model.adapter.n_layers(model.config))
+    table = sink_table(result, model.cfg.n_layers)
     found = {(r.layer, r.head) for r in table.itertuples() if r.sink_share == 1.0}
     assert found == {tuple(h) for h in model.config.planted_sink_heads}
 
@@ -69,10 +69,10 @@ def test_learned_sinks_take_the_missing_mass() -> None:
 @pytest.mark.parametrize("name", [n for n, e in zoo().items() if e.kind != "pypi"])
 def test_sink_probes_run_on_every_zoo_model(name: str) -> None:
     model = workbench.load(name)
-    n_layers = model.adapter.n_layers(model.config)
+    n_layers = model.cfg.n_layers
     result = capture(model, _prompts(), SPEC, progress=False)
     table = sink_table(result, n_layers)
-    assert len(table) == n_layers * model.adapter.n_heads(model.config)
+    assert len(table) == n_layers * model.cfg.n_heads
     assert table.alpha.between(0, 1).all()
     positions = position_mass(result, n_layers)
     assert set(positions.layer) == set(range(n_layers))

@@ -11,7 +11,7 @@ import torch
 
 import workbench
 from workbench.cli import run
-from workbench.zoo.corpus import DOMAINS, load_heldout_sample
+from workbench.zoo import DOMAINS, load_heldout_sample
 from workbench.zoo.registry import MODELS_DIR, WEIGHTS, zoo
 
 HELDOUT = MODELS_DIR.parent / "heldout"
@@ -95,7 +95,8 @@ def test_tiny_moe_routing_is_balanced_and_domain_specialised() -> None:
     """Every expert takes >= 2% of slots in every layer; in some layer MI(expert; domain)/H(domain) is
     >= 0.15 while the same architecture at random init (mean of 5 seeds, same layer) is <= 0.05; the card
     records both."""
-    from workbench.zoo.evaluate import domain_windows, random_init_routing_stats, routing_stats
+    from workbench.zoo import domain_windows
+    from workbench.zoo_build.evaluate import random_init_routing_stats, routing_stats
 
     trained = workbench.load("tiny-moe")
     ids, domains = domain_windows(trained.tokenizer, load_heldout_sample(HELDOUT))
@@ -119,9 +120,9 @@ def test_tiny_moe_routing_is_balanced_and_domain_specialised() -> None:
 def test_training_is_deterministic_from_the_seed() -> None:
     import dataclasses
 
-    from workbench.zoo.build import load_tokenizer
-    from workbench.zoo.recipes import RECIPES
-    from workbench.zoo.train import train
+    from workbench.zoo_build.build import load_tokenizer
+    from workbench.zoo_build.recipes import RECIPES
+    from workbench.zoo_build.train import train
 
     recipe = dataclasses.replace(RECIPES["tiny-moe"], steps=3, batch=5, seq_len=32, early_checkpoint=None)
     tokenizer = load_tokenizer(recipe.tokenizer)
@@ -134,8 +135,8 @@ def test_training_is_deterministic_from_the_seed() -> None:
 
 
 def test_planted_sink_rebuilds_to_the_committed_weights() -> None:
-    from workbench.zoo.build import load_tokenizer
-    from workbench.zoo.planted import build_planted_sink
+    from workbench.zoo_build.build import load_tokenizer
+    from workbench.zoo_build.planted import build_planted_sink
 
     committed = workbench.load("planted-sink").hf.state_dict()
     rebuilt = build_planted_sink(load_tokenizer("bpe-4096")).state_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.hooks.docs import render
+from workbench.families.hook_points import render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from workbench.arch.cfg import ModelCfg, attention_kind
 from workbench.arch.interface import eager_of
 
 SiteKind = Literal["input", "output", "tap"]
@@ -249,6 +250,49 @@ class ArchAdapter:
             if getattr(config, attr, None):
                 return int(getattr(config, attr))
         return None
+
+    def describe(self, hf_model: nn.Module) -> ModelCfg:
+        """The model's :class:`~workbench.arch.cfg.ModelCfg` (``WorkbenchModel.cfg`` computes it once)."""
+        config, base = hf_model.config, hf_model.base_model
+        blocks = self.block_modules(base)
+        types = getattr(config, "layer_types", None)
+        types = (
+            types if isinstance(types, list | tuple) and len(types) == len(blocks) else [None] * len(blocks)
+        )
+        window = self.sliding_window(config)
+        kinds = tuple(
+            attention_kind(t, self.attention_module(b) is not None, window)
+            for t, b in zip(types, blocks, strict=True)
+        )
+        facts = self.moe_facts(config)
+        common = ("experts", "top_k", "shared_experts", "dense_layers")
+        return ModelCfg(
+            family=self.family,
+            model_type=str(getattr(config, "model_type", "")),
+            n_layers=self.n_layers(config),
+            d_model=self.d_model(config),
+            n_heads=self.n_heads(config),
+            n_kv_heads=self.n_kv_heads(config),
+            d_head=self.head_dim(config),
+            d_head_v=self.v_head_dim(config),
+            d_vocab=int(config.get_text_config().vocab_size),
+            n_ctx=self.context_length(config),
+            kv_layout=self.kv_layout(config),
+            kv_elements_per_token=self.kv_elements_per_token(config),
+            attention_kinds=kinds,
+            sliding_window=window,
+            causal=self.causal,
+            lm_head=hf_model.get_output_embeddings() is not None,
+            positional=self.positional,
+            norm=f"{self.norm_type} ({self.norm_placement}-norm)",
+            activation=self.activation(config),
+            n_experts=int(facts.get("experts", 0)),
+            top_k=int(facts.get("top_k", 0)),
+            n_shared_experts=int(facts.get("shared_experts", 0)),
+            n_dense_layers=int(facts.get("dense_layers", 0)),
+            moe_layers=tuple(i for i, b in enumerate(blocks) if self.is_moe_block(b)) if facts else (),
+            moe_notes=tuple((k, v) for k, v in facts.items() if k not in common),
+        )
 
     # ----------------------------------------------------------------- structure
     def block_modules(self, base: nn.Module) -> list[nn.Module]:

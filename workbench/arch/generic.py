@@ -43,6 +43,16 @@ class GenericAdapter(ArchAdapter):
         n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
         self.blocks_path = find_blocks(base, n_layers)
 
+    def n_layers(self, config: Any) -> int:
+        return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0))
+
+    def n_heads(self, config: Any) -> int:
+        """Heads as the config states them (1 when it does not: no head-level point is offered)."""
+        return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1)
+
+    def d_model(self, config: Any) -> int:
+        return int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0))
+
     def block_modules(self, base: nn.Module) -> list[nn.Module]:
         """Blocks found by structure (empty when none were found)."""
         return list(base.get_submodule(self.blocks_path)) if self.blocks_path else []

@@ -5,8 +5,7 @@ from __future__ import annotations
 from probes.tokenizer import load_texts
 from workbench.battery.spec import PromptSet
 from workbench.summary import DEFAULT_PROMPTS
-from workbench.zoo.corpus import load_heldout_sample
-from workbench.zoo.registry import MODELS_DIR
+from workbench.zoo import heldout
 
 
 def resolve_prompts(prompts: PromptSet) -> dict[str, list[str]]:
@@ -22,7 +21,7 @@ def resolve_prompts(prompts: PromptSet) -> dict[str, list[str]]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{key}: expected an int >= 0 (0: all), got {value!r}")
     if prompts.builtin == "heldout":
-        groups = load_heldout_sample(MODELS_DIR.parent / "heldout")
+        groups = heldout()
     elif prompts.builtin == "parallel":
         groups = load_texts()
     elif prompts.builtin == "short":

@@ -28,10 +28,12 @@ import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from workbench._version import versions
 from workbench.battery.prompts import resolve_prompts
 from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError, check_device
 from workbench.battery.units import PROBES, NotApplicable, UnitContext
 from workbench.errors import WorkbenchError
+from workbench.files import atomic_write
 
 _MODELS: dict[tuple[str, str, str, str | None], Any] = {}  # per process: one load per model and dtype
 
@@ -67,13 +69,6 @@ def inside(root: Path, path: Path) -> Path:
     if not path.resolve().is_relative_to(root.resolve()):
         raise SpecError(f"{path} would be written outside the run directory {root}")
     return path
-
-
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temp)
-    os.replace(temp, path)
 
 
 def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
@@ -119,11 +114,11 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
         return _failed(unit, str(error))
     except NotApplicable as reason:
         record = json.dumps({"skipped": str(reason)})
-        _atomic(unit.path(root, "skip"), lambda p: p.write_text(record, encoding="utf-8"))
+        atomic_write(unit.path(root, "skip"), lambda p: p.write_text(record, encoding="utf-8"))
         return _entry(spec, unit)
     table.insert(0, "model", unit.model.name)
     table.attrs = {"seconds": round(time.perf_counter() - start, 3)}  # kept in the Parquet metadata
-    _atomic(unit.path(root, "parquet"), lambda p: table.to_parquet(p, index=False))
+    atomic_write(unit.path(root, "parquet"), lambda p: table.to_parquet(p, index=False))
     return _entry(spec, unit)
 
 
@@ -181,18 +176,16 @@ def _check_output(spec: BatterySpec) -> None:
 
 
 def _write_manifest(spec: BatterySpec, entries: list[dict[str, Any]], state: str) -> None:
-    from workbench.capture.store import _versions
-
     manifest = {
         "name": spec.name,
         "state": state,
         "spec_digest": spec.digest(),
         "spec": spec.raw,
-        "versions": _versions(),
+        "versions": versions(),
         "models": [{**vars(m), **_fingerprint(m.source)} for m in spec.models],
         "units": entries,
     }
-    _atomic(
+    atomic_write(
         spec.output / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2, default=str))
     )
 
@@ -227,7 +220,7 @@ def merge_tables(spec: BatterySpec) -> dict[str, Path]:
             merged = pd.concat(frames, ignore_index=True)
             merged.attrs = {}
             path = inside(spec.output, spec.output / "tables" / f"{probe.name}.parquet")
-            _atomic(path, lambda p, m=merged: m.to_parquet(p, index=False))
+            atomic_write(path, lambda p, m=merged: m.to_parquet(p, index=False))
             paths[probe.name] = path
     return paths
 

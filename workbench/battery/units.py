@@ -22,7 +22,7 @@ from workbench.capture import CaptureSpec, capture
 from workbench.capture.store import Capture
 from workbench.card import card
 from workbench.models.model import WorkbenchModel
-from workbench.zoo.evaluate import domain_windows
+from workbench.zoo import domain_windows
 
 PATTERN = r"blocks\.\d+\.attn\.hook_pattern"
 RESID = r"blocks\.\d+\.hook_resid_post"
@@ -55,7 +55,7 @@ class UnitContext:
 
     @property
     def n_layers(self) -> int:
-        return self.model.adapter.n_layers(self.model.config)
+        return self.model.cfg.n_layers
 
     def capture(self, *points: str) -> Capture:
         """Capture hook points for the prompt set (kept on disk under the store when one is set; a unit
@@ -74,9 +74,9 @@ class UnitContext:
     def require(self, need: str) -> None:
         """Raise :class:`NotApplicable` unless the model is ``causal`` (with an LM head) or ``moe``."""
         model = self.model
-        if need == "causal" and not (model.adapter.causal and model.hf.get_output_embeddings() is not None):
+        if need == "causal" and not model.cfg.causal_lm:
             raise NotApplicable(f"{model.source} is not a causal language model")
-        if need == "moe" and not model.adapter.moe_facts(model.config):
+        if need == "moe" and not model.cfg.is_moe:
             raise NotApplicable(f"{model.source} has no MoE layers")
         if need == "tokenizer" and model.tokenizer is None:
             raise NotApplicable(f"{model.source} has no tokenizer")
@@ -89,7 +89,7 @@ def _card(ctx: UnitContext) -> pd.DataFrame:
 
 def _sinks(ctx: UnitContext) -> pd.DataFrame:
     result = ctx.capture(PATTERN)
-    return sinks.sink_table(result, ctx.n_layers, causal=ctx.model.adapter.causal, eps=ctx.params["eps"])
+    return sinks.sink_table(result, ctx.n_layers, causal=ctx.model.cfg.causal, eps=ctx.params["eps"])
 
 
 def _massive(ctx: UnitContext) -> pd.DataFrame:
@@ -123,8 +123,8 @@ def _eviction(ctx: UnitContext) -> pd.DataFrame:
 
 def _moe_capture(ctx: UnitContext) -> tuple[Capture, int, int]:
     ctx.require("moe")
-    facts = ctx.model.adapter.moe_facts(ctx.model.config)
-    return ctx.capture(ROUTER, r"blocks\.\d+\.hook_mlp_out"), facts["experts"], facts["top_k"]
+    cfg = ctx.model.cfg
+    return ctx.capture(ROUTER, r"blocks\.\d+\.hook_mlp_out"), cfg.n_experts, cfg.top_k
 
 
 def _moe_routing(ctx: UnitContext) -> pd.DataFrame:

@@ -61,10 +61,10 @@ def _names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[st
 
 
 def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str], list[str]]:
-    layers = range(model.adapter.n_layers(model.config))
+    layers = range(model.cfg.n_layers)
     for what, chosen, count in (
         ("layer", spec.layers, len(layers)),
-        ("head", spec.heads, model.adapter.n_heads(model.config)),
+        ("head", spec.heads, model.cfg.n_heads),
     ):
         if chosen and max(chosen) >= count:
             raise InputError(f"{what} {max(chosen)} does not exist: the model has {count} {what}s")
@@ -170,7 +170,7 @@ def estimate_capture(
         stored += elements * stored_size * sum(_selected(n, spec) * n ** (power - 1) for n in lengths)
         batch += elements * size * batch_prompts * longest**power
     if stats:
-        heads = model.adapter.n_heads(model.config)
+        heads = model.cfg.n_heads
         kept = len(spec.heads) if spec.heads is not None else heads
         stat_size = storage_size or 4
         for name in stats:

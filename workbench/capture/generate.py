@@ -29,6 +29,7 @@ from workbench.capture.spec import CaptureSpec
 from workbench.capture.store import Capture
 from workbench.errors import InputError
 from workbench.models.model import Inputs, WorkbenchModel
+from workbench.numerics import entropy
 
 
 @dataclass
@@ -99,8 +100,8 @@ def stream_generate(
         seed: Sampling seed.
         stop_at_eos: Stop after the tokenizer's EOS token.
     """
-    if not model.adapter.causal:
-        raise InputError(f"{model.source} is an encoder; generation needs a causal model")
+    if not model.cfg.causal_lm:
+        raise InputError(f"{model.source} is not a causal language model; generation needs one")
     spec = spec or CaptureSpec(stats=["sink_mass", "entropy"])
     points, stats = _names(model, spec)
     ids = model.encode(prompt)["input_ids"][:1]
@@ -149,15 +150,15 @@ def stream_generate(
             token = scores.argmax(-1, keepdim=True)
         else:
             token = torch.multinomial(probs, 1, generator=generator)
-        entropy = _entropy(probs)
-        model_entropy = _entropy(out.logits[:, -1].float().softmax(-1))
+        sampled = float(entropy(probs))
+        model_entropy = float(entropy(out.logits[:, -1].float().softmax(-1)))
         token_id = int(token)
         text = model.tokenizer.decode([token_id]) if model.tokenizer is not None else str(token_id)
         yield Step(
             index,
             token_id,
             text,
-            entropy,
+            sampled,
             model_entropy,
             step_values,
             [norms[n] for n in resid],
@@ -167,10 +168,6 @@ def stream_generate(
         feed = token
         if stop_at_eos and eos is not None and token_id == eos:
             return
-
-
-def _entropy(probs: torch.Tensor) -> float:
-    return float(-(probs * probs.clamp_min(1e-30).log()).sum())
 
 
 def _both(*fns: Any) -> Any:

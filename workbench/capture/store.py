@@ -20,7 +20,6 @@ from it, then tensors are read from the memory-mapped shard only when asked for.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -32,7 +31,9 @@ import xxhash
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from workbench._version import versions
 from workbench.errors import InputError, WorkbenchError
+from workbench.files import atomic_write, atomic_write_text
 
 MANIFEST = "manifest.json"
 TOKENS = "__tokens__"
@@ -59,24 +60,6 @@ class ChecksumError(CorruptStoreError):
 
 class StoreExistsError(InputError):
     """A capture would be written into a directory that already holds one, without ``overwrite=True``."""
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    import workbench
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "workbench": workbench.__version__,
-    }
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def file_digest(path: Path) -> str:
@@ -309,11 +292,13 @@ class Capture:
         if not self._run:
             self._run = self._fresh_run()
         shard = f"shard-{self._run}-{len(self._shards):05d}.safetensors"
-        tmp = self.directory / (shard + ".tmp")
-        save_file(tensors, str(tmp))
         entry = {"file": shard, "prompts": [self._flushed, self._flushed + count]}
-        entry |= {"bytes": tmp.stat().st_size, HASH: file_digest(tmp)}
-        os.replace(tmp, self.directory / shard)
+
+        def write(temp: Path) -> None:
+            save_file(tensors, str(temp))
+            entry.update({"bytes": temp.stat().st_size, HASH: file_digest(temp)})
+
+        atomic_write(self.directory / shard, write)
         self._handles[shard] = safe_open(str(self.directory / shard), framework="pt")
         self._shards.append(entry)
         self._flushed += count
@@ -350,10 +335,10 @@ class Capture:
             "format": FORMAT,
             "names": self.names,
             "shards": self._shards,
-            "versions": _versions(),
+            "versions": versions(),
             "meta": self.meta,
         }
-        _atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        atomic_write_text(self.directory / MANIFEST, json.dumps(manifest, indent=2, default=str))
         kept = {s["file"] for s in self._shards}
         for path in self._replaced:  # the old store's shards, now that no manifest lists them
             if path.name not in kept:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from workbench.hooks.attention_tap import additive_mask
+from workbench.numerics import entropy
 
 STAT_POINTS = {"sink_mass": "stat_sink_mass", "key_mass": "stat_key_mass", "entropy": "stat_entropy"}
 
@@ -58,7 +59,7 @@ def streamed_stats(
     keys = torch.arange(k_len, device=query.device)
     in_sink = (keys[None, :] >= first[:, None]) & (keys[None, :] < first[:, None] + sink_tokens)  # [b, k]
     sink_mass = query.new_zeros(batch, heads, q_len, dtype=torch.float32)
-    entropy = query.new_zeros(batch, heads, q_len, dtype=torch.float32)
+    entropies = query.new_zeros(batch, heads, q_len, dtype=torch.float32)
     key_mass = query.new_zeros(batch, heads, k_len, dtype=torch.float32)
     for q0 in range(0, q_len, chunk):
         q1 = min(q0 + chunk, q_len)
@@ -77,6 +78,6 @@ def streamed_stats(
         if query_valid is not None:
             probs = probs * query_valid[:, None, q0:q1, None].to(probs.dtype)
         sink_mass[:, :, q0:q1] = (probs * in_sink[:, None, None, :]).sum(-1)
-        entropy[:, :, q0:q1] = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+        entropies[:, :, q0:q1] = entropy(probs)
         key_mass += probs.sum(2)
-    return {"stat_sink_mass": sink_mass, "stat_key_mass": key_mass, "stat_entropy": entropy}
+    return {"stat_sink_mass": sink_mass, "stat_key_mass": key_mass, "stat_entropy": entropies}

@@ -96,7 +96,7 @@ class _Checks:
 
 
 def _hf_reference(hf: Any, ids: torch.Tensor) -> Any:
-    from workbench.models.model import attention_implementation
+    from workbench.hooks.implementation import attention_implementation
 
     with torch.no_grad(), attention_implementation(hf, "eager"):
         return hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
@@ -117,7 +117,7 @@ def _block_output_with_zero_mlp(model: Any, layer: int, ids: torch.Tensor) -> to
     def keep(module: Any, args: Any, output: Any) -> None:
         seen["out"] = output[0] if isinstance(output, tuple | list) else output
 
-    from workbench.models.model import attention_implementation
+    from workbench.hooks.implementation import attention_implementation
 
     handles = [mlp.register_forward_hook(zero), block.register_forward_hook(keep)]
     try:  # eager, as the point values were read (a pattern point switches the model to eager)
@@ -228,7 +228,7 @@ def check_model(model: Any, ids: torch.Tensor, reference: Any = None) -> tuple[d
     values = model.read(ids, ".*")
     ref = _hf_reference(model.hf if reference is None else reference, ids)
     checks = _Checks()
-    n_layers = adapter.n_layers(model.config)
+    n_layers = model.cfg.n_layers
     blocks = adapter.block_modules(model.base)
     with_pattern = [i for i in range(n_layers) if f"blocks.{i}.attn.hook_pattern" in values]
     attentions = list(ref.attentions or ())

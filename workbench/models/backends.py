@@ -18,15 +18,38 @@ reading the router's logits and ids alongside.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from workbench.arch import ArchAdapter
+from workbench.arch.cfg import ModelCfg
 from workbench.errors import HookPointError, WorkbenchError
+from workbench.hooks.implementation import attention_implementation
+from workbench.hooks.points import ResolvedPoint
 from workbench.hooks.topk import dense_topk, rank
 
-if TYPE_CHECKING:
-    from workbench.models.model import WorkbenchModel
+
+class Served(Protocol):
+    """What a backend reads of a loaded model (``WorkbenchModel`` has all of it)."""
+
+    hf: nn.Module
+    tokenizer: Any
+    adapter: ArchAdapter
+    backend: str
+
+    @property
+    def config(self) -> Any: ...
+    @property
+    def cfg(self) -> ModelCfg: ...
+    @property
+    def points(self) -> dict[str, ResolvedPoint]: ...
+    @property
+    def native(self) -> Any: ...
+    @property
+    def device(self) -> torch.device: ...
+
 
 # canonical block suffix -> bridge suffix; RoPE families read post-rotary q/k (MLA: see _tl_suffix)
 _TL_BLOCK: dict[str, str] = {
@@ -59,11 +82,11 @@ def tl_maps(template: str) -> bool:
     return suffix in _TL_BLOCK or suffix in _TL_DERIVED or template in _TL_MODEL
 
 
-def _is_mla(model: WorkbenchModel) -> bool:
-    return model.adapter.family != "generic" and model.adapter.kv_layout(model.config) == "MLA"
+def _is_mla(model: Served) -> bool:
+    return model.adapter.family != "generic" and model.cfg.kv_layout == "MLA"
 
 
-def _tl_suffix(model: WorkbenchModel, suffix: str) -> str | None:
+def _tl_suffix(model: Served, suffix: str) -> str | None:
     """The bridge's name for a canonical block suffix (None: no bridge counterpart)."""
     if suffix in ("attn.hook_q", "attn.hook_k") and _is_mla(model):
         return suffix  # the MLA bridge's hook_rot_q / hook_rot_k hold only the RoPE slice
@@ -75,7 +98,7 @@ def _tl_suffix(model: WorkbenchModel, suffix: str) -> str | None:
     return _TL_BLOCK.get(suffix)
 
 
-def _tl_name(model: WorkbenchModel, name: str) -> str:
+def _tl_name(model: Served, name: str) -> str:
     """The bridge hook serving a canonical point.
 
     Raises:
@@ -97,7 +120,7 @@ def _tl_name(model: WorkbenchModel, name: str) -> str:
     return tl_name
 
 
-def _tl_layout(model: WorkbenchModel, name: str, value: torch.Tensor) -> torch.Tensor:
+def _tl_layout(model: Served, name: str, value: torch.Tensor) -> torch.Tensor:
     """A bridge tensor in the canonical layout: the MLA bridge keeps q, k, v as [batch, head, pos, d] and
     splits ``hook_z`` into heads of its own; the other bridges already match."""
     if not _is_mla(model):
@@ -105,11 +128,11 @@ def _tl_layout(model: WorkbenchModel, name: str, value: torch.Tensor) -> torch.T
     if name.endswith(("attn.hook_q", "attn.hook_k", "attn.hook_v")):
         return value.transpose(1, 2)
     if name.endswith("attn.hook_z"):
-        return value.flatten(-2).unflatten(-1, (model.adapter.n_heads(model.config), -1))
+        return value.flatten(-2).unflatten(-1, (model.cfg.n_heads, -1))
     return value
 
 
-def wrap_native(model: WorkbenchModel) -> Any:
+def wrap_native(model: Served) -> Any:
     """Build the backend object around the HF model (the bridge replaces submodules in place)."""
     if model.backend == "tl":
         from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
@@ -128,9 +151,7 @@ def wrap_native(model: WorkbenchModel) -> Any:
     raise WorkbenchError(f"unknown backend {model.backend!r}; use 'hf', 'tl' or 'nnsight'")
 
 
-def _read_tl(
-    model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]
-) -> dict[str, torch.Tensor]:
+def _read_tl(model: Served, batch: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
     tl_names = {name: _tl_name(model, name) for name in names}
     wanted = set(tl_names.values())
     for name in names:  # expert weights come back dense over experts; gather needs the indices
@@ -143,16 +164,13 @@ def _read_tl(
     out: dict[str, torch.Tensor] = {}
     for name, tl_name in tl_names.items():
         value = cache[tl_name]
-        if (
-            name.endswith("moe.hook_expert_weights")
-            and value.shape[-1] == model.adapter.moe_facts(model.config)["experts"]
-        ):
+        if name.endswith("moe.hook_expert_weights") and value.shape[-1] == model.cfg.n_experts:
             value = value.gather(-1, cache[_tl_name(model, name.replace("weights", "indices"))])
         out[name] = _tl_layout(model, name, value)
     return out
 
 
-def _execution_order(model: WorkbenchModel, names: list[str]) -> list[tuple[str, bool]]:
+def _execution_order(model: Served, names: list[str]) -> list[tuple[str, bool]]:
     """Names sorted by when their module boundary fires, with whether the module's output is a tuple."""
     fired: dict[str, tuple[int, bool]] = {}
     handles = []
@@ -181,10 +199,7 @@ def _execution_order(model: WorkbenchModel, names: list[str]) -> list[tuple[str,
     return sorted(((n, fired[n][1]) for n in names if n in fired), key=lambda item: fired[item[0]][0])
 
 
-def _read_nnsight(
-    model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]
-) -> dict[str, torch.Tensor]:
-    from workbench.models.model import attention_implementation
+def _read_nnsight(model: Served, batch: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
 
     module_names = {id(m): n for n, m in model.hf.named_modules()}
     needs_eager = any(n.endswith("attn.hook_pattern") for n in names)
@@ -203,7 +218,7 @@ def _read_nnsight(
                     if is_tuple:
                         value = value[point.site.index or 0]
                 saved[name] = value.save()
-    n_heads = model.adapter.n_heads(model.config)
+    n_heads = model.cfg.n_heads
     out = {}
     for name, _ in order:
         value = saved[name]
@@ -216,7 +231,7 @@ def _read_nnsight(
     return out
 
 
-def _router_companions(model: WorkbenchModel, names: list[str]) -> list[str]:
+def _router_companions(model: Served, names: list[str]) -> list[str]:
     """The names plus the logits and ids of each router whose top-k must be ranked after reading."""
     wanted = dict.fromkeys(names)
     for name in names:
@@ -226,7 +241,7 @@ def _router_companions(model: WorkbenchModel, names: list[str]) -> list[str]:
     return list(wanted)
 
 
-def _rank_topk(model: WorkbenchModel, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _rank_topk(model: Served, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Unsorted routers' ids and weights ranked by selection score, as the HF path serves them."""
     ranked = dict(values)
     for name, value in values.items():
@@ -238,9 +253,7 @@ def _rank_topk(model: WorkbenchModel, values: dict[str, torch.Tensor]) -> dict[s
     return ranked
 
 
-def read_native(
-    model: WorkbenchModel, batch: dict[str, torch.Tensor], names: list[str]
-) -> dict[str, torch.Tensor]:
+def read_native(model: Served, batch: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
     """Read canonical hook points through the model's non-HF backend."""
     read = _read_tl if model.backend == "tl" else _read_nnsight
     values = _rank_topk(model, read(model, batch, _router_companions(model, names)))

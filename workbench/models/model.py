@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -12,54 +11,14 @@ import torch
 from torch import nn
 
 from workbench.arch import ArchAdapter, adapter_for
+from workbench.arch.cfg import ModelCfg
 from workbench.errors import InputError
 from workbench.hooks.hooking import HookFn, attach
+from workbench.hooks.implementation import attention_implementation
 from workbench.hooks.points import ResolvedPoint, resolve_points, select
+from workbench.models.backends import read_native, wrap_native
 
 Inputs = str | Sequence[str] | torch.Tensor | dict[str, torch.Tensor]
-
-
-_CONFIGS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
-
-
-def _configs(model: nn.Module) -> list[Any]:
-    """The distinct config objects held by a model's modules (cached per model)."""
-    if model not in _CONFIGS:
-        held = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
-        _CONFIGS[model] = list(held.values())
-    return _CONFIGS[model]
-
-
-@contextmanager
-def attention_implementation(model: nn.Module, implementation: str) -> Iterator[None]:
-    """Switch ``model`` to an attention implementation (e.g. ``"eager"``) and back on exit.
-
-    Eager is valid for every model and the previous value was valid before, so the switch sets
-    ``_attn_implementation`` on every config object the modules hold (attention modules read it on each
-    call) instead of re-running ``set_attn_implementation``'s checks, which would cost more than a tiny
-    model's forward pass.
-    """
-    previous = model.config._attn_implementation
-    if previous == implementation:
-        yield
-        return
-    if implementation != "eager":
-        model.set_attn_implementation(implementation)
-        configs = []
-    else:
-        configs = list(
-            {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}.values()
-        )
-        for config in configs:
-            config._attn_implementation = implementation
-    try:
-        yield
-    finally:
-        if configs:
-            for config in configs:
-                config._attn_implementation = previous
-        else:
-            model.set_attn_implementation(previous)
 
 
 class WorkbenchModel:
@@ -100,6 +59,12 @@ class WorkbenchModel:
         """The HF config."""
         return self.hf.config
 
+    @cached_property
+    def cfg(self) -> ModelCfg:
+        """The model's layout as the workbench sees it (layers, widths, heads, experts, attention kinds,
+        causal ...), computed once by the adapter."""
+        return self.adapter.describe(self.hf)
+
     @property
     def base(self) -> nn.Module:
         """The HF base model (``model``, ``transformer``, ``bert`` ...), root of the adapter's paths."""
@@ -128,8 +93,6 @@ class WorkbenchModel:
     def native(self) -> Any:
         """The backend object: a TransformerBridge (``tl``), an nnsight LanguageModel, or the HF model."""
         if self._native is None and self.backend != "hf":
-            from workbench.models.backends import wrap_native
-
             self._native = wrap_native(self)
         return self._native if self._native is not None else self.hf
 
@@ -156,7 +119,7 @@ class WorkbenchModel:
         ids = batch["input_ids"]
         if ids.shape[-1] == 0:
             raise InputError("empty prompt: no tokens")
-        limit = self.adapter.context_length(self.config)
+        limit = self.cfg.n_ctx
         if limit is not None and ids.shape[-1] > limit:
             raise InputError(f"prompt is {ids.shape[-1]} tokens; {self.source} takes at most {limit}")
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -171,11 +134,11 @@ class WorkbenchModel:
         """
         needs_eager = any(name.endswith("attn.hook_pattern") for name in fns)
         impl = "eager" if needs_eager else self.config._attn_implementation
-        with attention_implementation(self.hf, impl), attach(self.points, fns, self.adapter, self._n_heads()):
+        with (
+            attention_implementation(self.hf, impl),
+            attach(self.points, fns, self.adapter, self.cfg.n_heads),
+        ):
             yield
-
-    def _n_heads(self) -> int:
-        return self.adapter.n_heads(self.config) if self.adapter.family != "generic" else 1
 
     def forward(self, inputs: Inputs, **kwargs: Any) -> Any:
         """Run the HF model on encoded inputs under ``torch.no_grad``."""
@@ -199,8 +162,6 @@ class WorkbenchModel:
         """
         chosen = self.hook_points(names)
         if self.backend != "hf":
-            from workbench.models.backends import read_native
-
             return read_native(self, self.encode(inputs), chosen)
         store: dict[str, torch.Tensor] = {}
 

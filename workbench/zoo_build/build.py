@@ -11,13 +11,14 @@ from transformers import PreTrainedTokenizerFast
 import workbench
 from workbench.errors import WorkbenchError
 from workbench.tables import markdown_table
-from workbench.zoo.corpus import Corpus, build_corpus, save_heldout_sample
-from workbench.zoo.evaluate import domain_windows, random_init_routing_stats, routing_stats
-from workbench.zoo.planted import SINK_HEADS, build_planted_sink
-from workbench.zoo.recipes import RECIPES, Recipe
-from workbench.zoo.registry import MODELS_DIR, ZOO_DIR, record
-from workbench.zoo.train import heldout_loss, token_streams, train
-from workbench.zoo.vocab import TOKENIZERS, tokenizer_dir, train_tokenizer
+from workbench.zoo import domain_windows, token_streams
+from workbench.zoo.registry import MODELS_DIR, TOKENIZERS, ZOO_DIR, record, tokenizer_dir
+from workbench.zoo_build.corpus import Corpus, build_corpus, save_heldout_sample
+from workbench.zoo_build.evaluate import random_init_routing_stats, routing_stats
+from workbench.zoo_build.planted import SINK_HEADS, build_planted_sink
+from workbench.zoo_build.recipes import RECIPES, Recipe
+from workbench.zoo_build.train import heldout_loss, train
+from workbench.zoo_build.vocab import train_tokenizer
 
 HELDOUT_DIR = ZOO_DIR / "heldout"
 

@@ -8,18 +8,11 @@ tokens) for questions about tokenizer type at equal model size. Every tokenizer 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIALS: tuple[str, ...] = ("<pad>", "<s>", "</s>", "<unk>")
-TOKENIZERS: dict[str, tuple[str, int]] = {
-    "bpe-1024": ("bpe", 1024),
-    "bpe-4096": ("bpe", 4096),
-    "bpe-16384": ("bpe", 16384),
-    "unigram-4096": ("unigram", 4096),
-}
 
 
 def _untrained(kind: str) -> Tokenizer:
@@ -83,8 +76,3 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
-
-
-def tokenizer_dir(name: str) -> Path:
-    """Where a zoo tokenizer is stored (package data)."""
-    return Path(__file__).resolve().parent / "tokenizers" / name

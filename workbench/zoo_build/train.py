@@ -11,16 +11,8 @@ import transformers as tf
 from rich.progress import Progress
 
 from probes.moe import switch_balance_loss
-from workbench.zoo.recipes import Recipe
-
-
-def token_streams(tokenizer: Any, docs: dict[str, list[str]]) -> dict[str, torch.Tensor]:
-    """One long token stream per domain: ``<s> doc </s>`` for every document, concatenated."""
-    streams = {}
-    for domain, texts in docs.items():
-        encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
-        streams[domain] = torch.tensor([t for ids in encoded for t in [*ids, tokenizer.eos_token_id]])
-    return streams
+from workbench.zoo import token_streams
+from workbench.zoo_build.recipes import Recipe
 
 
 def sample_batch(

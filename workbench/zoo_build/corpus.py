@@ -9,7 +9,8 @@ Domains:
 
 Documents (a fortune, a source file, an expression) are split into train / held-out by a hash of their
 text, so the split does not depend on order. The corpus is rebuilt on demand and not committed; a small
-held-out sample per domain is committed with the zoo (``workbench/zoo/heldout/``) for tests.
+held-out sample per domain is committed with the zoo (``workbench/zoo/heldout/``, read by
+:mod:`workbench.zoo.heldout`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-DOMAINS: tuple[str, ...] = ("code", "english", "russian", "chinese", "arithmetic")
 FORTUNE_PACKAGES: tuple[str, ...] = ("fortunes", "fortunes-min", "fortunes-ru", "fortunes-zh")
 CHINESE_FILES = ("chinese", "tang300", "song100")
 SKIP_ENGLISH = ("art", "ascii-art", *CHINESE_FILES)
@@ -158,8 +158,3 @@ def save_heldout_sample(corpus: Corpus, directory: Path, chars_per_domain: int =
             total += len(kept[-1])
         (directory / f"{domain}.json").write_text(json.dumps(kept, ensure_ascii=False, indent=0))
     (directory / "provenance.json").write_text(json.dumps(corpus.provenance, indent=2))
-
-
-def load_heldout_sample(directory: Path) -> dict[str, list[str]]:
-    """The committed held-out sample, by domain."""
-    return {d: json.loads((directory / f"{d}.json").read_text()) for d in DOMAINS}

@@ -10,24 +10,10 @@ from probes.moe import domain_expert_mutual_information, expert_load
 from workbench.models.model import WorkbenchModel
 
 
-def domain_windows(
-    tokenizer: Any, docs: dict[str, list[str]], seq_len: int = 128, per_domain: int = 24
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``per_domain`` non-overlapping windows of ``seq_len`` tokens per domain, and domain ids."""
-    from workbench.zoo.train import token_streams
-
-    rows, labels = [], []
-    for d, stream in enumerate(token_streams(tokenizer, docs).values()):
-        n = min(per_domain, len(stream) // seq_len)
-        rows.append(stream[: n * seq_len].view(n, seq_len))
-        labels += [d] * n
-    return torch.cat(rows), torch.tensor(labels)
-
-
 def routing_stats(model: WorkbenchModel, ids: torch.Tensor, domains: torch.Tensor) -> list[dict[str, float]]:
     """Per MoE layer: the smallest expert load and MI(expert; domain) / H(domain) over token-slots."""
     values = model.read(ids, r"blocks\.\d+\.moe\.hook_expert_indices")
-    n_experts = model.adapter.moe_facts(model.config)["experts"]
+    n_experts = model.cfg.n_experts
     token_domains = domains[:, None].expand_as(ids).reshape(-1)
     rows = []
     for name, indices in values.items():
