@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL ?= tiny-moe
 
-.PHONY: run test lint docs install clean
+.PHONY: run test lint docs results install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: lint
 docs: $(STAMP)
 	$(BIN)/python -m workbench.families.hook_points > docs/hook_points.md
 	$(BIN)/python -m workbench.families.table > docs/families.md
+	$(BIN)/python -m probes.catalogue > docs/probes/index.md
+
+results: $(STAMP)
+	$(BIN)/workbench battery run docs/probes/results.toml --out runs/results
+	BROWSER_PATH=/usr/bin/chromium $(BIN)/workbench battery page runs/results --figures docs/probes/figures \
+		--link figures/ > docs/probes/results.md
 
 clean:
 	rm -rf $(VENV)

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from probes import compression, kvcache, lens, moe, sinks
+from probes import kvcache, moe, sinks
+from probes.compression import cka_grid
 from probes.eviction import simulate_eviction
+from probes.registry import get
 from workbench.capture import CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
-from workbench.zoo import DOMAINS, domain_windows, heldout
+from workbench.zoo import heldout
 
 DEFAULT_MODEL = "tiny-moe"
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
@@ -116,36 +118,21 @@ def routing(model: WorkbenchModel, activity: LayerActivity) -> tuple[pd.DataFram
     return activity.table("expert"), pd.DataFrame(loads)
 
 
-def heldout_prompts(per_domain: int = 2, chars: int = 300) -> dict[str, list[str]]:
-    """A small labelled sample of the zoo's five held-out domains."""
-    sample = heldout()
-    return {d: [doc[:chars] for doc in sample[d][:per_domain]] for d in DOMAINS}
-
-
 def specialisation(model: WorkbenchModel) -> pd.DataFrame:
-    """OLMoE domain specialisation of the last MoE layer on held-out windows of the five domains."""
-    ids, domains = domain_windows(model.tokenizer, heldout_prompts(4, 2000), seq_len=64, per_domain=4)
-    result = capture(model, ids, CaptureSpec(points=[EXPERTS]), progress=False)
-    last = moe.moe_layers(result)[-1]
-    indices = torch.cat(result[f"blocks.{last}.moe.hook_expert_indices"])
-    token_domains = domains[:, None].expand_as(ids).reshape(-1)
-    cfg = model.cfg
-    return moe.domain_expert_table(indices, token_domains, cfg.n_experts, cfg.top_k, list(DOMAINS))
+    """The registered ``moe_specialisation`` probe on the held-out sample (four documents per domain), last
+    MoE layer."""
+    table = get("moe_specialisation")(model, heldout(4, 500))
+    return table[table.layer == table.layer.max()]
 
 
 def compression_depth(model: WorkbenchModel) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
-    """Per-layer profile (TwoNN, effective rank ...), the CKA matrix and the logit-lens table on the
-    held-out sample (the lens only for causal LMs)."""
-    prompts = [t for texts in heldout_prompts().values() for t in texts]
-    result = capture(model, prompts, CaptureSpec(points=[RESID]), progress=False)
-    hidden = [result[f"blocks.{i}.hook_resid_post"] for i in range(model.cfg.n_layers)]
-    profile = pd.DataFrame(compression.compression_profile(hidden, "all"))
-    grid = compression.cka_matrix([torch.cat(h) for h in hidden])
-    table = None
-    if model.cfg.causal_lm:
-        ids, _ = domain_windows(model.tokenizer, heldout_prompts(2, 2000), seq_len=64, per_domain=2)
-        table = lens.lens_table(model, ids)
-    return profile, grid, table
+    """The registered ``compression`` and ``cka`` probes on ten held-out prompts (two per domain), and the
+    ``lens`` probe on two 64-token windows per domain (causal LMs only)."""
+    texts = heldout(2, 300)
+    profile = get("compression")(model, texts)
+    grid = cka_grid(get("cka")(model, texts))
+    lens = get("lens")(model, heldout(2, 2000), seq_len=64, windows=2) if model.cfg.causal_lm else None
+    return profile, grid, lens
 
 
 def retention(patterns: list[torch.Tensor], layer: int) -> pd.DataFrame:

@@ -8,10 +8,15 @@ Definitions follow ``shared/PROBES.md`` ("Semantic compression depth"). Inputs a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
+from probes.figures import heatmap, id_profile, lines_by_group
 from probes.neighbours import knn_distances
+from probes.params import NoParams, param
+from probes.registry import Context, Needs, Probe, per_model
 from workbench.numerics import entropy
 
 
@@ -314,3 +319,77 @@ def compression_profile(
             }
         )
     return rows
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+RESIDUALS = r"blocks\.\d+\.hook_resid_post"
+
+
+@dataclass(frozen=True)
+class CompressionParams:
+    """How each prompt's positions are pooled."""
+
+    pooling: str = param("all", choices=("all", "last", "mean"))
+
+
+def _hidden(ctx: Context) -> list[list[torch.Tensor]]:
+    result = ctx.capture(RESIDUALS)
+    return [result[f"blocks.{i}.hook_resid_post"] for i in range(ctx.model.cfg.n_layers)]
+
+
+COMPRESSION = Probe(
+    name="compression",
+    doc="Per-layer TwoNN, GRIDE, effective rank, anisotropy, explained variance, prompt entropy.",
+    formula="TwoNN: d = -log(1 - F(mu)) / log(mu) fitted on mu = r2 / r1 (the 90% or 98% smallest); "
+    "GRIDE(2, 4) maximum likelihood on r4 / r2; effective rank exp(H(s / sum s)); prompt entropy "
+    "-sum lambda log lambda of the normalised token Gram matrix",
+    cite="Facco et al. 2017 (TwoNN, Sci. Rep. 7:12140); Denti et al. 2022 (GRIDE, Sci. Rep. 12:20005); "
+    "Roy & Vetterli 2007 (effective rank); Skean et al. 2025 (prompt entropy, arXiv 2502.02013)",
+    run=lambda ctx, params: pd.DataFrame(compression_profile(_hidden(ctx), params.pooling)),
+    params=CompressionParams,
+    needs=Needs(points=(RESIDUALS,)),
+    figures=lambda t: [
+        ("all", lines_by_group(t, "layer", "twonn_90", "model", "TwoNN intrinsic dimension per layer")),
+        *per_model(
+            t, lambda r, m: id_profile(r, id_summaries(r.twonn_90.tolist()), title=f"ID profile, {m}")
+        ),
+    ],
+    summary=lambda t: pd.DataFrame(
+        [
+            {"model": m, "twonn_90_max": rows.twonn_90.max(), **id_summaries(rows.twonn_90.tolist())}
+            for m, rows in t.groupby("model", sort=False)
+        ]
+    ),
+)
+
+
+def _cka(ctx: Context, params: NoParams) -> pd.DataFrame:
+    grid = cka_matrix([torch.cat(h) for h in _hidden(ctx)])
+    return pd.DataFrame(
+        [{"i": i, "j": j, "cka": float(grid[i, j])} for i in range(len(grid)) for j in range(len(grid))]
+    )
+
+
+CKA = Probe(
+    name="cka",
+    doc="Linear CKA between the token representations of every pair of layers.",
+    formula="CKA(X, Y) = |Y^T X|_F^2 / (|X^T X|_F |Y^T Y|_F) on centred X, Y [tokens, d]",
+    cite="Kornblith et al. 2019, Similarity of Neural Network Representations Revisited (ICML), Eq. 6",
+    run=_cka,
+    needs=Needs(points=(RESIDUALS,)),
+    figures=lambda t: per_model(
+        t, lambda r, m: heatmap(r, "i", "j", "cka", f"Linear CKA layer x layer, {m}")
+    ),
+    summary=lambda t: pd.DataFrame(
+        [
+            {"model": m, "cka_blocks": str(cka_blocks(cka_grid(rows)))}
+            for m, rows in t.groupby("model", sort=False)
+        ]
+    ),
+)
+
+
+def cka_grid(rows: pd.DataFrame) -> torch.Tensor:
+    """One model's rows of a ``cka`` table back as the layer x layer matrix. [layer, layer]"""
+    return torch.tensor(rows.pivot(index="i", columns="j", values="cka").values)

@@ -9,13 +9,17 @@ numbers: settings differ by their parameters, not by their luck), and a sweep is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 from rich.progress import track
 
+from probes.figures import bars_by_group, lines_by_group
 from probes.moe import routing_entropy
+from probes.params import SHARE, param
+from probes.registry import Context, Needs, Probe
 from workbench.capture import CaptureSpec
 from workbench.capture.generate import Step, stream_generate
 from workbench.errors import InputError
@@ -229,3 +233,106 @@ def _forward(model: WorkbenchModel, prompts: list[str], side: str) -> tuple[torc
         out = model.hf(**batch)
     value = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
     return value.float(), mask
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """The swept settings (one at a time; an empty list sweeps nothing), tokens, samples, prompt cut."""
+
+    temperature: tuple[float, ...] = param((0.2, 0.7, 1.0, 1.5), low=0, above=True)
+    top_p: tuple[float, ...] = param((0.9,), **SHARE)
+    top_k: tuple[int, ...] = param((50,), low=1)
+    repetition_penalty: tuple[float, ...] = param((1.3,), low=0, above=True)
+    max_new_tokens: int = param(16, low=1)
+    samples: int = param(2, low=1)
+    prompt_chars: int = param(80, low=1)
+
+
+def _decoding(ctx: Context, params: DecodingParams) -> pd.DataFrame:
+    swept = ("temperature", "top_p", "top_k", "repetition_penalty")
+    sweeps = {k: getattr(params, k) for k in swept if getattr(params, k)}
+    settings = one_at_a_time({"max_new_tokens": params.max_new_tokens}, **sweeps)
+    prompts = [t[: params.prompt_chars] for t in ctx.prompts]
+    tokens, runs = decoding_sweep(ctx.model, prompts, settings, params.samples, ctx.seed, progress=False)
+    return sweep_summary(tokens, runs)
+
+
+DECODING = Probe(
+    name="decoding",
+    doc="Seeded decoding sweeps: entropy, distinct-n, repetition, length, internal signals per setting.",
+    formula="per setting: distinct-n = unique n-grams / n-grams; seq-rep-4 = 1 - unique 4-grams / 4-grams; "
+    "sampling entropy H(p_processed) and model entropy H(p_model) per generated token; sink mass, attention "
+    "and routing entropy, residual norm at each step",
+    cite="Holtzman et al. 2020 (nucleus sampling, distinct-n); Welleck et al. 2020 (seq-rep-4, ICLR)",
+    run=_decoding,
+    params=DecodingParams,
+    needs=Needs(causal_lm=True, tokenizer=True, runs_model=True),
+    figures=lambda t: [
+        (
+            "all",
+            lines_by_group(
+                t[t.sweep == "temperature"],
+                "temperature",
+                "sampling_entropy",
+                "model",
+                "Sampling entropy by temperature",
+            ),
+        )
+    ],
+    summary=lambda t: t[
+        [
+            "model",
+            "sweep",
+            "temperature",
+            "top_p",
+            "top_k",
+            "repetition_penalty",
+            "sampling_entropy",
+            "distinct_2",
+        ]
+    ],
+)
+
+
+@dataclass(frozen=True)
+class BatchInvarianceParams:
+    """The prompt compared alone and batched, and the batch sizes."""
+
+    prompt: str = param("The cat sat on the mat.", min_len=1)
+    batch_sizes: tuple[int, ...] = param((2, 4), low=1, min_len=1)
+
+
+def _batch_invariance(ctx: Context, params: BatchInvarianceParams) -> pd.DataFrame:
+    sizes = tuple(params.batch_sizes)
+    fillers = sorted(ctx.prompts, key=len, reverse=True)[: max(sizes) - 1]
+    return batch_invariance(ctx.model, params.prompt, fillers, sizes)
+
+
+BATCH_INVARIANCE = Probe(
+    name="batch_invariance",
+    doc="Logits of a prompt alone vs first in left / right padded batches: max abs difference, argmax flips.",
+    formula="max over the prompt's real positions of |logits(prompt alone) - logits(prompt in a padded "
+    "batch)|, and the positions whose argmax changes",
+    cite="He et al. 2025, Defeating Nondeterminism in LLM Inference (Thinking Machines Lab)",
+    run=_batch_invariance,
+    params=BatchInvarianceParams,
+    needs=Needs(tokenizer=True, runs_model=True),
+    figures=lambda t: [
+        (
+            "all",
+            bars_by_group(
+                t.assign(model=t.model + " " + t.side),
+                "batch_size",
+                "max_abs_diff",
+                "model",
+                "Batch invariance",
+            ),
+        )
+    ],
+    summary=lambda t: t.groupby("model", sort=False, as_index=False).agg(
+        max_abs_diff=("max_abs_diff", "max"), argmax_flips=("argmax_flips", "sum")
+    ),
+)

@@ -15,13 +15,17 @@ attention scaling (Llama, Mistral, Qwen, Mixtral, OLMoE, Granite-MoE).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from transformers import DynamicCache
 
 from probes.divergence import kl_divergence
+from probes.figures import lines_by_group
 from probes.kvcache import check_budgets, kept_set
+from probes.params import SHARE, param
+from probes.registry import Context, Needs, NotApplicable, Probe, per_model
 from workbench.models.model import WorkbenchModel
 
 
@@ -149,3 +153,45 @@ def eviction_table(
             )
             rows.append({"policy": policy, "budget": share, **found, "positions": positions})
     return pd.DataFrame(rows)
+
+
+# -- registered probe -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvictionParams:
+    """Prompt tokens (pruned), continuation tokens (scored) and cache budgets (shares of the prompt)."""
+
+    prompt_len: int = param(64, low=1)
+    continuation: int = param(16, low=1)
+    budgets: tuple[float, ...] = param((0.25, 0.5, 1.0), min_len=1, **SHARE)
+
+
+def _eviction(ctx: Context, params: EvictionParams) -> pd.DataFrame:
+    prompt_len, continuation = params.prompt_len, params.continuation
+    ids = ctx.model.tokenizer("\n".join(ctx.prompts), return_tensors="pt")["input_ids"][
+        :, : prompt_len + continuation
+    ]
+    if ids.shape[1] <= prompt_len:
+        raise NotApplicable(
+            f"the prompt set gives {ids.shape[1]} tokens; eviction needs more than {prompt_len}"
+        )
+    return eviction_table(ctx.model, ids, prompt_len, tuple(params.budgets))
+
+
+EVICTION = Probe(
+    name="eviction",
+    doc="Decoding with a pruned cache: perplexity, KL and top-1 agreement against the full cache.",
+    formula="the prompt's cache pruned once to B entries per layer by a policy, the continuation "
+    "teacher-forced; KL(p_full || p_pruned), perplexity and top-1 agreement averaged over its positions",
+    cite="Zhang et al. 2023 (H2O, arXiv 2306.14048), Sec. 5; Xiao et al. 2023 (StreamingLLM), Sec. 3.2",
+    run=_eviction,
+    params=EvictionParams,
+    needs=Needs(causal_lm=True, tokenizer=True, runs_model=True),
+    figures=lambda t: per_model(
+        t, lambda r, m: lines_by_group(r, "budget", "kl", "policy", f"KL to the full cache, {m}")
+    ),
+    summary=lambda t: t[t.budget == t.budget.min()][
+        ["model", "policy", "budget", "perplexity", "kl", "top1_agreement"]
+    ],
+)

@@ -8,8 +8,15 @@ decides the next token) put on that set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from probes.figures import lines_by_group
+from probes.params import SHARE, param
+from probes.registry import Context, Needs, Probe, last_layer, per_model
 
 
 def kv_cache_bytes(
@@ -201,3 +208,48 @@ def retention_curve(
             ]
             rows.append({"policy": policy, "budget": share, "retained_mass": sum(masses) / len(masses)})
     return rows
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+PATTERNS = r"blocks\.\d+\.attn\.hook_pattern"
+
+
+@dataclass(frozen=True)
+class RetentionParams:
+    """``budgets``: cache budgets as shares of each prompt's length."""
+
+    budgets: tuple[float, ...] = param((0.1, 0.25, 0.5, 1.0), min_len=1, **SHARE)
+
+
+def _kv_retention(ctx: Context, params: RetentionParams) -> pd.DataFrame:
+    result = ctx.capture(PATTERNS)
+    rows = []
+    for layer in range(ctx.model.cfg.n_layers):
+        curve = retention_curve(result[f"blocks.{layer}.attn.hook_pattern"], tuple(params.budgets))
+        rows += [{"layer": layer, **row} for row in curve]
+    return pd.DataFrame(rows)
+
+
+KV_RETENTION = Probe(
+    name="kv_retention",
+    doc="Retained attention mass of the last query per eviction policy and cache budget, per layer.",
+    formula="retained = sum over kept keys k of A[last, k], the kept set of B = budget x T keys chosen by "
+    "each policy (recent, sinks + window, H2O accumulated attention, SnapKV observation window, oracle)",
+    cite="Xiao et al. 2023 (StreamingLLM, arXiv 2309.17453); Zhang et al. 2023 (H2O, arXiv 2306.14048); "
+    "Li et al. 2024 (SnapKV, arXiv 2404.14469)",
+    run=_kv_retention,
+    params=RetentionParams,
+    needs=Needs(causal_lm=True, points=(PATTERNS,)),
+    figures=lambda t: per_model(
+        last_layer(t),
+        lambda r, m: lines_by_group(
+            r, "budget", "retained_mass", "policy", f"Retained mass, last layer, {m}"
+        ),
+    ),
+    summary=lambda t: (
+        t[t.budget == t.budget.min()]
+        .groupby(["model", "policy"], sort=False, as_index=False)
+        .retained_mass.mean()
+    ),
+)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from probes.divergence import kl_divergence
+from probes.figures import bars_by_group, lines_by_group
+from probes.params import param
+from probes.registry import Context, Needs, Probe
 from workbench.models.model import WorkbenchModel
 from workbench.numerics import entropy
 
@@ -75,8 +79,8 @@ def train_tuned_lens(
         final = decode(model, hidden[-1]).float().log_softmax(-1)
     lens = TunedLens(len(hidden), hidden[0].shape[-1])
     optimiser = torch.optim.Adam(lens.parameters(), lr=lr)
-    for param in model.hf.parameters():
-        param.requires_grad_(False)
+    for weight in model.hf.parameters():
+        weight.requires_grad_(False)
     try:
         for _ in range(steps):
             loss = sum(
@@ -87,8 +91,8 @@ def train_tuned_lens(
             loss.backward()
             optimiser.step()
     finally:
-        for param in model.hf.parameters():
-            param.requires_grad_(True)
+        for weight in model.hf.parameters():
+            weight.requires_grad_(True)
     return lens
 
 
@@ -128,3 +132,90 @@ def prediction_depth(model: WorkbenchModel, ids: torch.Tensor, lens: TunedLens |
     settled = agree.flip(0).cumprod(0).flip(0).bool()
     n_layers = len(hidden)
     return n_layers - settled.sum(0)
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LensParams:
+    """Token windows per group and their length, and tuned-lens training steps (0: logit lens only; else
+    the tuned lens is trained on half the windows and both lenses are read on the other half)."""
+
+    seq_len: int = param(64, low=2)
+    windows: int = param(4, low=1)
+    tuned_steps: int = param(0, low=0)
+
+
+def _windows_and_lens(ctx: Context, params: LensParams) -> tuple[torch.Tensor, TunedLens | None]:
+    """The windows a lens is read on, and the tuned lens (None: logit lens only): with tuned steps, the
+    lens is trained on a seeded half of the windows and read on the other half."""
+    ids, _ = ctx.windows(params.seq_len, params.windows)
+    if params.tuned_steps == 0:
+        return ids, None
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(ctx.seed))
+    train, test = ids[order[::2]], ids[order[1::2]]
+    key = ("tuned_lens", params.tuned_steps, ctx.seed, tuple(train.flatten().tolist()))
+    if key not in ctx.model.memo:  # the lens and prediction-depth probes of one model share it
+        ctx.model.memo[key] = train_tuned_lens(ctx.model, train, steps=params.tuned_steps)
+    return test, ctx.model.memo[key]
+
+
+def _lens(ctx: Context, params: LensParams) -> pd.DataFrame:
+    ids, tuned = _windows_and_lens(ctx, params)
+    tables = [lens_table(ctx.model, ids)] + ([lens_table(ctx.model, ids, tuned)] if tuned else [])
+    return pd.concat(tables).reset_index(drop=True)
+
+
+def _prediction_depth(ctx: Context, params: LensParams) -> pd.DataFrame:
+    ids, tuned = _windows_and_lens(ctx, params)
+    depths = prediction_depth(ctx.model, ids, tuned).flatten()
+    counts = torch.bincount(depths, minlength=ctx.model.cfg.n_layers)
+    return pd.DataFrame(
+        {"depth": range(len(counts)), "tokens": counts.tolist(), "share": (counts / counts.sum()).tolist()}
+    )
+
+
+LENS = Probe(
+    name="lens",
+    doc="Logit lens (and tuned lens) KL to the final layer, entropy, top-1 agreement.",
+    formula="p_l = softmax(W_U norm(h_l)) (logit lens) or softmax(W_U norm(h_l + A_l h_l + b_l)) (tuned "
+    "lens, trained to minimise KL(p_final || p_l)); per layer KL(p_final || p_l), H(p_l) and "
+    "P(argmax p_l = argmax p_final)",
+    cite="nostalgebraist 2020 (logit lens); Belrose et al. 2023, Eliciting Latent Predictions from "
+    "Transformers with the Tuned Lens (arXiv 2303.08112), Eq. 2-3",
+    run=_lens,
+    params=LensParams,
+    needs=Needs(causal_lm=True, tokenizer=True, runs_model=True),
+    figures=lambda t: [
+        (
+            "all",
+            lines_by_group(
+                t.assign(model=t.model + " " + t.lens),
+                "layer",
+                "kl_to_final",
+                "model",
+                "Lens KL to the final layer",
+            ),
+        )
+    ],
+    summary=lambda t: t.groupby(["model", "lens"], sort=False, as_index=False)[
+        ["kl_to_final", "top1_agreement"]
+    ].mean(),
+)
+
+PREDICTION_DEPTH = Probe(
+    name="prediction_depth",
+    doc="Prediction depth distribution (logit lens, or tuned lens with tuned steps).",
+    formula="depth(token) = the first layer l from which argmax p_l' = argmax p_final for every l' >= l",
+    cite="Belrose et al. 2023 (arXiv 2303.08112), Sec. 5; Baldock et al. 2021 (prediction depth)",
+    run=_prediction_depth,
+    params=LensParams,
+    needs=Needs(causal_lm=True, tokenizer=True, runs_model=True),
+    figures=lambda t: [("all", bars_by_group(t, "depth", "share", "model", "Prediction depth"))],
+    summary=lambda t: (
+        t.assign(weighted=t.depth * t.share)
+        .groupby("model", sort=False, as_index=False)
+        .agg(mean_depth=("weighted", "sum"))
+    ),
+)

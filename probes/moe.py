@@ -13,7 +13,6 @@ import math
 import pandas as pd
 import torch
 
-from workbench.capture.store import Capture
 from workbench.models.model import WorkbenchModel
 from workbench.numerics import entropy
 
@@ -248,83 +247,9 @@ def expert_importance(
     return pd.DataFrame(rows)
 
 
-def domain_expert_table(
-    indices: torch.Tensor, token_domains: torch.Tensor, n_experts: int, top_k: int, names: list[str]
-) -> pd.DataFrame:
-    """Domain specialisation per (domain, expert) from captured ids. Columns: ``domain, expert, spec``."""
-    rows = []
-    for d, name in enumerate(names):
-        spec = domain_specialisation(selection_counts(indices[token_domains == d], n_experts), top_k)
-        rows += [{"domain": name, "expert": e, "spec": float(v)} for e, v in enumerate(spec)]
-    return pd.DataFrame(rows)
-
-
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman rank correlation of two vectors (ranks without tie averaging: meant for continuous data)."""
     ra = a.argsort().argsort().float()
     rb = b.argsort().argsort().float()
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))
-
-
-def moe_layers(result: Capture) -> list[int]:
-    """Layers whose expert ids are in a capture."""
-    return sorted({int(x.split(".")[1]) for x in result.names if x.endswith("moe.hook_expert_indices")})
-
-
-def routing_table(result: Capture, token_ids: torch.Tensor, n_experts: int, top_k: int) -> pd.DataFrame:
-    """Per MoE layer, from a capture of ``moe.hook_*`` (and ``hook_mlp_out`` for shared experts): load
-    entropy, Switch loss, the HF pooled loss (one value for all layers), z-loss, consecutive repetition
-    (rep1, rep2: top-1 / any of the top-k repeated by the next token), vocabulary specialisation, top-1
-    consistency with the next layer and the shared-expert share where present.
-
-    Args:
-        result: The capture.
-        token_ids: [tokens] the captured token ids, row-major (as the router's tokens axis).
-        n_experts: Routed experts per layer.
-        top_k: Experts per token.
-    """
-    layers = moe_layers(result)
-    logits = {i: torch.cat(result[f"blocks.{i}.moe.hook_router_logits"]) for i in layers}
-    indices = {i: torch.cat(result[f"blocks.{i}.moe.hook_expert_indices"]) for i in layers}
-    pooled = hf_pooled_balance_loss(list(logits.values()), top_k, n_experts)
-    rows = []
-    for i in layers:
-        load = expert_load(indices[i], n_experts)
-        reps = [consecutive_repetition(x) for x in result[f"blocks.{i}.moe.hook_expert_indices"]]
-        row = {
-            "layer": i,
-            "load_entropy": load_entropy(load),
-            "switch_loss": float(switch_balance_loss(logits[i], indices[i], n_experts)),
-            "hf_pooled_loss": pooled,
-            "z_loss": router_z_loss(logits[i]),
-            "rep1": sum(r["rep1"] for r in reps) / len(reps),
-            "rep2": sum(r["repk"] for r in reps) / len(reps),
-            "vocab_spec": vocabulary_specialisation(indices[i], token_ids, n_experts),
-            "next_layer_consistency": (
-                cross_layer_consistency(indices[i][:, 0], indices[i + 1][:, 0], n_experts)
-                if i + 1 in layers
-                else math.nan
-            ),
-            "shared_share": math.nan,
-        }
-        if f"blocks.{i}.moe.hook_shared_out" in result:
-            mlp_out = torch.cat(result[f"blocks.{i}.hook_mlp_out"])
-            routed = (  # Llama 4's experts give no per-token sum: the routed part is what the shared leaves
-                torch.cat(result[f"blocks.{i}.moe.hook_routed_out"])
-                if f"blocks.{i}.moe.hook_routed_out" in result
-                else mlp_out - torch.cat(result[f"blocks.{i}.moe.hook_shared_out"])
-            )
-            row["shared_share"] = shared_expert_share(mlp_out, routed)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_table(result: Capture, n_experts: int) -> pd.DataFrame:
-    """Expert load per layer from a capture of ``moe.hook_expert_indices``. Columns: ``layer, expert,
-    load``."""
-    rows = []
-    for i in moe_layers(result):
-        load = expert_load(torch.cat(result[f"blocks.{i}.moe.hook_expert_indices"]), n_experts)
-        rows += [{"layer": i, "expert": e, "load": float(v)} for e, v in enumerate(load)]
-    return pd.DataFrame(rows)

@@ -8,11 +8,15 @@ layer x head or layer x position); figures are built from those tables in :mod:`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from probes.divergence import kl_divergence
+from probes.figures import lines_by_group, sink_heatmap
+from probes.params import NoParams, param
+from probes.registry import Context, Needs, Probe, per_model
 from workbench.capture import Capture
 from workbench.models.model import WorkbenchModel
 
@@ -259,3 +263,90 @@ def sink_tokens(capture: Capture, tokenizer: object, layer: int, top: int = 3) -
                 }
             )
     return pd.DataFrame(rows)
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+PATTERNS = r"blocks\.\d+\.attn\.hook_pattern"
+RESIDUALS = r"blocks\.\d+\.hook_resid_post"
+
+
+@dataclass(frozen=True)
+class SinksParams:
+    """``eps``: the alpha above which a head counts as a sink on a prompt."""
+
+    eps: float = param(0.3, low=0, high=1, below=True)
+
+
+def _sinks(ctx: Context, params: SinksParams) -> pd.DataFrame:
+    cfg = ctx.model.cfg
+    return sink_table(ctx.capture(PATTERNS), cfg.n_layers, causal=cfg.causal, eps=params.eps)
+
+
+SINKS = Probe(
+    name="sinks",
+    doc="Gu et al. first-token alpha and sink share per layer and head.",
+    formula="alpha_h = mean over queries q that see key 0 of A_h[q, 0]; a head is a sink on a prompt when "
+    "alpha_h > eps; sink share = share of prompts on which it is",
+    cite="Gu et al. 2024, When Attention Sink Emerges in Language Models (arXiv 2410.10781), Sec. 3",
+    run=_sinks,
+    params=SinksParams,
+    needs=Needs(points=(PATTERNS,)),
+    figures=lambda t: per_model(t, lambda r, m: sink_heatmap(r, f"First-token alpha, {m}")),
+    summary=lambda t: t.groupby("model", sort=False, as_index=False).agg(
+        sink_rate=("sink_share", lambda s: 100 * s.mean()), mean_alpha=("alpha", "mean")
+    ),
+)
+
+MASSIVE_ACTIVATIONS = Probe(
+    name="massive_activations",
+    doc="Sun et al. massive activations per layer and prompt.",
+    formula="top_ratio = max |h| / median |h| over a layer's residual entries; massive: |h| > 100 and "
+    ">= 1000 x median",
+    cite="Sun et al. 2024, Massive Activations in Large Language Models (arXiv 2402.17762), Sec. 2",
+    run=lambda ctx, params: massive_table(ctx.capture(RESIDUALS), ctx.model.cfg.n_layers),
+    needs=Needs(points=(RESIDUALS,)),
+    figures=lambda t: [
+        (
+            "all",
+            lines_by_group(
+                t.groupby(["model", "layer"], as_index=False).top_ratio.mean(),
+                "layer",
+                "top_ratio",
+                "model",
+                "Top activation / median per layer",
+            ),
+        )
+    ],
+    summary=lambda t: t.groupby("model", sort=False, as_index=False).agg(
+        max_top_ratio=("top_ratio", "max"), massive_per_prompt=("n_massive", "mean")
+    ),
+)
+
+
+def _special_mass(ctx: Context, params: NoParams) -> pd.DataFrame:
+    tokenizer = ctx.model.tokenizer
+    special = [i for i in tokenizer.all_special_ids if i != tokenizer.pad_token_id]
+    table = token_mass(ctx.capture(PATTERNS), ctx.model.cfg.n_layers, sorted(set(special)))
+    return table.assign(token=[tokenizer.convert_ids_to_tokens(int(i)) for i in table.token_id])
+
+
+SPECIAL_TOKEN_MASS = Probe(
+    name="special_token_mass",
+    doc="Attention mass on each special token ([CLS], [SEP], BOS ...) per layer.",
+    formula="mass(t) = mean over heads, queries and prompts of sum over keys holding token t of A[q, k]",
+    cite="Clark et al. 2019, What Does BERT Look At? (BlackboxNLP), Sec. 3; Gu et al. 2024, Sec. 3",
+    run=_special_mass,
+    needs=Needs(tokenizer=True, points=(PATTERNS,)),
+    figures=lambda t: [
+        (
+            "all",
+            lines_by_group(
+                t.assign(model=t.model + " " + t.token), "layer", "mass", "model", "Mass on special tokens"
+            ),
+        )
+    ],
+    summary=lambda t: t.pivot_table(
+        index=["model", "layer"], columns="token", values="mass", sort=False
+    ).reset_index(),
+)

@@ -15,15 +15,20 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from probes.figures import bars_by_group
+from probes.params import param
+from probes.registry import Context, Needs, Probe
 from workbench.errors import InputError
 from workbench.models.model import WorkbenchModel
 from workbench.tokenizer_facts import special_tokens, tokenizer_algorithm, word_is_covered
+from workbench.zoo import TOKENIZERS, tokenizer_dir
 
 
 def vocabulary(tokenizer: Any) -> dict[str, Any]:
@@ -239,3 +244,84 @@ def loss_per_byte(model: WorkbenchModel, texts: Sequence[str], window: int = 128
         "tokens": tokens,
         "bytes": n_bytes,
     }
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenizerParams:
+    """The group the premium is measured against, and zoo tokenizers measured beside the model's own (its
+    rows then carry a ``tokenizer`` column: the zoo name, or ``own``)."""
+
+    reference: str = param("en", min_len=1)
+    tokenizers: tuple[str, ...] = param((), choices=tuple(TOKENIZERS))
+
+
+def _tokenizer(ctx: Context, params: TokenizerParams) -> pd.DataFrame:
+    from transformers import PreTrainedTokenizerFast
+
+    measured = {"own": ctx.model.tokenizer}
+    measured |= {n: PreTrainedTokenizerFast.from_pretrained(tokenizer_dir(n)) for n in params.tokenizers}
+    tables = []
+    for name, tokenizer in measured.items():
+        facts = vocabulary(tokenizer)
+        table = tokenizer_table(tokenizer, ctx.texts, params.reference)
+        table = table.assign(vocab_size=facts["vocab_size"], algorithm=facts["algorithm"])
+        tables.append(table.assign(tokenizer=name) if params.tokenizers else table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _by_tokenizer(table: pd.DataFrame) -> pd.DataFrame:
+    """A table whose rows name their tokenizer labelled ``model tokenizer`` (the model alone otherwise)."""
+    if "tokenizer" not in table:
+        return table
+    return table.assign(model=table.model + " " + table.tokenizer)
+
+
+TOKENIZER = Probe(
+    name="tokenizer",
+    doc="Fertility, shares, tokens per byte and premium per language.",
+    formula="fertility = tokens / words (each word tokenized alone); premium = tokens(language) / "
+    "tokens(reference) on parallel sentences; tokens per UTF-8 byte",
+    cite="Rust et al. 2021 (fertility, ACL); Petrov et al. 2023, Language Model Tokenizers Introduce "
+    "Unfairness Between Languages (premium, NeurIPS)",
+    run=_tokenizer,
+    params=TokenizerParams,
+    needs=Needs(tokenizer=True),
+    prompts="parallel",
+    figures=lambda t: [
+        ("all", bars_by_group(_by_tokenizer(t), "language", "fertility", "model", "Fertility per language"))
+    ],
+    summary=lambda t: (
+        _by_tokenizer(t)
+        .pivot_table(index="model", columns="language", values="fertility", sort=False)
+        .reset_index()
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """Tokens per scored window."""
+
+    window: int = param(128, low=2)
+
+
+LOSS_PER_BYTE = Probe(
+    name="loss_per_byte",
+    doc="Next-token loss per UTF-8 byte per group.",
+    formula="bits per byte = sum_t NLL(x_t | x_<t) / (bytes x ln 2) over the predicted tokens' bytes",
+    cite="Gao et al. 2020, The Pile (arXiv 2101.00027), Sec. 3.1",
+    run=lambda ctx, params: pd.DataFrame(
+        [{"group": g, **loss_per_byte(ctx.model, texts, params.window)} for g, texts in ctx.texts.items()]
+    ),
+    params=LossParams,
+    needs=Needs(causal_lm=True, tokenizer=True, runs_model=True),
+    figures=lambda t: [
+        ("all", bars_by_group(t, "group", "bits_per_byte", "model", "Bits per byte per group"))
+    ],
+    summary=lambda t: t.pivot_table(
+        index="model", columns="group", values="bits_per_byte", sort=False
+    ).reset_index(),
+)

@@ -4,31 +4,55 @@ Library use::
 
     import workbench
     model = workbench.load("minilm")
-    print(workbench.card(model).to_markdown())
+    print(model.cfg.n_layers, workbench.card(model).to_markdown())
     acts = model.read("The cat sat.", [r"blocks\.\d+\.attn\.hook_pattern"])
+    table = workbench.probe("sinks")(model, {"mine": ["The cat sat."]})
+
+The names below are imported when first used (the capture engine's at once: ``workbench.capture`` is also
+its subpackage), so that importing any part of the package never imports the layers above it.
 """
 
-from workbench._version import __version__
-from workbench.arch import SUPPORTED_MODEL_TYPES, adapter_for
-from workbench.capture import Capture, CaptureSpec, capture
-from workbench.capture.generate import Generation, generate, stream_generate
-from workbench.card import Card, card
-from workbench.errors import WorkbenchError
-from workbench.models import WorkbenchModel, load
+from __future__ import annotations
 
-__all__ = [
-    "SUPPORTED_MODEL_TYPES",
-    "Capture",
-    "CaptureSpec",
-    "Card",
-    "Generation",
-    "WorkbenchError",
-    "WorkbenchModel",
-    "__version__",
-    "adapter_for",
-    "capture",
-    "card",
-    "generate",
-    "load",
-    "stream_generate",
-]
+import importlib
+from typing import Any
+
+from workbench._version import __version__
+from workbench.capture import Capture, CaptureSpec, capture  # eager: ``capture`` also names the subpackage
+
+_EXPORTS = {
+    "SUPPORTED_MODEL_TYPES": "workbench.arch",
+    "adapter_for": "workbench.arch",
+    "Generation": "workbench.capture.generate",
+    "generate": "workbench.capture.generate",
+    "stream_generate": "workbench.capture.generate",
+    "Card": "probes.card",
+    "card": "probes.card",
+    "WorkbenchError": "workbench.errors",
+    "WorkbenchModel": "workbench.models",
+    "load": "workbench.models",
+    "Probe": "probes.registry",
+    "registry": "probes.registry",
+}
+__all__ = ["Capture", "CaptureSpec", "__version__", "capture", "probe", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:  # a subpackage (workbench.zoo, workbench.intervene ...) on first use
+        try:
+            return importlib.import_module(f"workbench.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"workbench.{name}":
+                raise
+            raise AttributeError(f"module 'workbench' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def probe(name: str) -> Any:
+    """The registered probe called ``name`` (:mod:`probes.registry`); call it as ``probe(model, texts,
+    **params)``."""
+    from probes.registry import get
+
+    return get(name)

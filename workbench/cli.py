@@ -20,6 +20,8 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The bundled model zoo.")
 app.add_typer(zoo_app, name="zoo")
 battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: spec files, resumable runs, reports.")
 app.add_typer(battery_app, name="battery")
+probe_app = typer.Typer(no_args_is_help=True, help="Registered probes: list them, run one on a model.")
+app.add_typer(probe_app, name="probe")
 console = Console()
 DEFAULT_MODEL = "tiny-moe"
 USAGE_EXIT = 2  # usage errors and WorkbenchError
@@ -63,7 +65,7 @@ def card(
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Print the "thinking parameters" card of a model."""
-    from workbench.card import card as build_card
+    from probes.card import card as build_card
 
     if fmt not in ("rich", "json", "markdown"):
         raise WorkbenchError(f"unknown format {fmt!r}; use rich, json or markdown")
@@ -130,7 +132,7 @@ def families(
 @app.command()
 def main(model: Annotated[str, typer.Argument(help="Model to run on.")] = DEFAULT_MODEL) -> None:
     """The main job: the card of the model and a short per-layer capture summary."""
-    from workbench.card import card as build_card
+    from probes.card import card as build_card
     from workbench.summary import DEFAULT_PROMPTS, layer_summary
 
     loaded = _load(model)
@@ -174,6 +176,79 @@ def _print_rows(rows: list[dict], title: str) -> None:
     console.print(table)
 
 
+@probe_app.command("list")
+def probe_list() -> None:
+    """Every registered probe (built in and from installed packages): what it needs and its parameters."""
+    from dataclasses import fields
+
+    from probes.registry import registry
+
+    rows = [
+        {
+            "probe": p.name,
+            "needs": p.needs.words(),
+            "parameters": ", ".join(f"{f.name}={f.default!r}" for f in fields(p.params)) or "-",
+            "table": p.doc,
+        }
+        for p in registry().values()
+    ]
+    _print_rows(rows, "Registered probes (workbench probe run NAME MODEL --set key=value)")
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as TOML (``0.5``, ``[0.25, 1]``, ``"x"``), else as a string."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise WorkbenchError(f"--set {text!r}: expected key=value")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+@probe_app.command("run")
+def probe_run(
+    name: Annotated[str, typer.Argument(help="A registered probe (workbench probe list).")],
+    model: ModelArg,
+    prompts: Annotated[
+        str,
+        typer.Option(
+            help="heldout (2 per domain, 300 characters), parallel, short, or a .txt / .jsonl file."
+        ),
+    ] = "",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="A parameter, key=value (repeatable).")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Write the table as Parquet.")] = None,
+) -> None:
+    """Run one registered probe on a model and print its summary (the full table with --out)."""
+    from probes.params import ParamError
+    from probes.registry import NotApplicable, get
+    from workbench.battery.prompts import resolve_prompts
+    from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
+
+    probe = get(name)
+    chosen = prompts or probe.prompts
+    builtin = chosen if chosen in BUILTIN_PROMPTS else None
+    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}  # as the default battery
+    texts = resolve_prompts(PromptSet(chosen, builtin, None if builtin else chosen, **cut))
+    try:
+        params = probe.parse(dict(_setting(s) for s in set_ or []))
+    except ParamError as error:
+        raise WorkbenchError(str(error)) from None
+    loaded = _load(model)
+    try:
+        table = probe(loaded, texts, **vars(params))
+    except NotApplicable as reason:
+        raise WorkbenchError(f"{name} does not apply: {reason}") from None
+    if out:
+        table.to_parquet(out)
+    summary = probe.summarise(table.assign(model=loaded.source))
+    _print_rows(summary.to_dict("records"), f"{name} on {loaded.source}: {probe.doc}")
+
+
 @battery_app.command("run")
 def battery_run(
     spec: Annotated[str | None, typer.Argument(help="Battery spec (TOML); default: the zoo battery.")] = None,
@@ -191,6 +266,18 @@ def battery_run(
     run = run_battery(load_spec(spec or DEFAULT_SPEC, out), ray=ray, progress=progress)
     console.print(f"summary: {run / 'summary.md'}")
     print(f"report: {run / 'report.html'}")
+
+
+@battery_app.command("page")
+def battery_page(
+    run: Annotated[str, typer.Argument(help="Run directory.")],
+    figures: Annotated[str | None, typer.Option(help="Write each probe's figures here as PNG.")] = None,
+    link: Annotated[str, typer.Option(help="The figures folder as the page links it.")] = "",
+) -> None:
+    """Print a run as a markdown page (summaries, definitions, sources, figures): docs/probes/results.md."""
+    from workbench.battery.page import render_page
+
+    print(render_page(run, figures, link))
 
 
 @battery_app.command("compare")

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
+def _cell(value: Any, digits: int) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
 def markdown_table(rows: Any, index: bool = False, digits: int = 4) -> str:
-    """A GitHub markdown table from a list of dicts or a ``pandas.DataFrame`` (``index`` keeps its index)."""
+    """A GitHub markdown table from a list of dicts or a ``pandas.DataFrame`` (``index`` keeps its index);
+    missing values (NaN) show as ``-``."""
     if hasattr(rows, "to_dict"):
         frame = rows.reset_index() if index else rows
         rows = frame.to_dict("records")
     head = list(rows[0])
     lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = (f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row.values())
+        cells = (_cell(v, digits) for v in row.values())
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from probes.registry import get
 from workbench.battery.report import combined_tables, probe_of, summary_table
-from workbench.battery.views import FIGURES
 from workbench.errors import WorkbenchError
 
 TITLE = "Battery results"
@@ -25,7 +25,7 @@ def render(source: str, prompt: str) -> None:
     name = st.selectbox("Probe", list(tables), key="battery_probe")
     probe, table = probe_of(manifest, name), tables[name]
     st.dataframe(summary_table(probe, table), hide_index=True, key="battery_summary")
-    for index, (_, figure) in enumerate(FIGURES.get(probe, lambda t: [])(table)):
+    for index, (_, figure) in enumerate(get(probe).figures(table)):
         st.plotly_chart(figure, key=f"battery_figure_{index}")
     with st.expander(f"Table ({len(table)} rows)"):
         st.dataframe(table, hide_index=True, key="battery_table")

@@ -11,7 +11,6 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import workbench
-from apps import data
 from probes import compression, sinks
 from probes.eviction import simulate_eviction
 from probes.lens import lens_table
@@ -19,7 +18,7 @@ from workbench.battery import load_spec, run_battery
 from workbench.battery.report import summary_table
 from workbench.capture import CaptureSpec, capture
 from workbench.capture.generate import stream_generate
-from workbench.zoo import domain_windows
+from workbench.zoo import domain_windows, heldout
 
 APP = str(Path(__file__).resolve().parents[2] / "apps/workbench_app.py")
 PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
@@ -111,7 +110,7 @@ def test_routing_view_counts_the_routers_own_choices() -> None:
 def test_compression_view_equals_the_probe() -> None:
     app = _app("Compression depth", model="tiny-llama")
     model = workbench.load("tiny-llama")
-    prompts = [t for texts in data.heldout_prompts().values() for t in texts]
+    prompts = [t for texts in heldout(2, 300).values() for t in texts]
     result = capture(model, prompts, CaptureSpec(points=[r"blocks\.\d+\.hook_resid_post"]), progress=False)
     expected = pd.DataFrame(
         compression.compression_profile([result[f"blocks.{i}.hook_resid_post"] for i in range(4)], "all")
@@ -119,7 +118,7 @@ def test_compression_view_equals_the_probe() -> None:
     shown = next(d.value for d in app.dataframe if "twonn_90" in d.value.columns and len(d.value) == 4)
     pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_exact=False, rtol=1e-6)
     assert any("kl_to_final" in d.value.columns for d in app.dataframe)  # the lens table of a causal LM
-    ids, _ = domain_windows(model.tokenizer, data.heldout_prompts(2, 2000), seq_len=64, per_domain=2)
+    ids, _ = domain_windows(model.tokenizer, heldout(2, 2000), seq_len=64, per_domain=2)
     lens = next(d.value for d in app.dataframe if "kl_to_final" in d.value.columns)
     pd.testing.assert_frame_equal(
         lens.reset_index(drop=True), lens_table(model, ids), check_exact=False, rtol=1e-6
@@ -232,3 +231,26 @@ def test_an_unexpected_error_is_one_line_and_logged(tmp_path: Path, caplog: pyte
     line = _one_error(app)
     assert line.startswith("unexpected error: KeyError: ") and "server log" in line
     assert any(r.name == "workbench.app" and r.exc_info for r in caplog.records)
+
+
+def test_probes_view_runs_a_registered_probe_with_its_form() -> None:
+    app = _app("Probes", model="planted-sink")
+    app.selectbox(key="probe_name").set_value("sinks").run()
+    app.number_input(key="probe_sinks_eps").set_value(0.5)
+    app.selectbox(key="probe_prompts").set_value("the sidebar prompt")
+    app.button(key="probe_run").click().run()
+    assert not app.exception
+    model = workbench.load("planted-sink")
+    result = capture(
+        model, [PROMPT], CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]), progress=False
+    )
+    expected = sinks.sink_table(result, model.cfg.n_layers, eps=0.5)
+    shown = next(d.value for d in app.dataframe if "alpha" in d.value.columns)
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_exact=False, rtol=1e-6)
+    app.selectbox(key="probe_name").set_value("moe_routing").run()
+    app.button(key="probe_run").click().run()
+    assert [i.value for i in app.info] == ["moe_routing does not apply: planted-sink has no MoE layers"]
+    app.selectbox(key="probe_name").set_value("kv_retention").run()
+    app.text_input(key="probe_kv_retention_budgets").set_value("0.5, 2").run()
+    app.button(key="probe_run").click().run()
+    assert len(app.error) == 1 and "budgets[1]: expected a number > 0 and <= 1" in app.error[0].value

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import workbench
+from probes.registry import registry
 from workbench.battery import compare_runs, load_spec, run_battery
 from workbench.battery.spec import DEFAULT_SPEC, SpecError
-from workbench.battery.units import PROBES
 from workbench.hooks.implementation import attention_implementation
 
 SMALL = """
@@ -79,7 +79,7 @@ def test_default_battery_covers_every_probe_on_the_zoo(default_run: Path) -> Non
     manifest = json.loads((default_run / "manifest.json").read_text())
     assert manifest["state"] == "complete"
     assert all(len(m["weights_sha256"]) == 64 for m in manifest["models"])  # zoo weights identified
-    assert set(_tables(default_run)) == set(PROBES)
+    assert set(_tables(default_run)) == set(registry())
     spec = load_spec(DEFAULT_SPEC)
     for unit in manifest["units"]:  # every unit either ran or says why it does not apply
         assert unit["status"] == "done" or "not a causal" in unit["reason"] or "no MoE" in unit["reason"]
@@ -199,7 +199,7 @@ def test_report_loads_offline_in_headless_chromium(default_run: Path, chromium: 
         browser.close()
     assert errors == []
     assert [url for url in requests if not url.startswith(("file:", "data:", "blob:"))] == []
-    assert plots >= len(PROBES) - 1  # every probe but the card draws at least one figure
+    assert plots >= len(registry()) - 1  # every probe but the card draws at least one figure
 
 
 def test_capture_store_is_kept_when_asked(tmp_path: Path) -> None:

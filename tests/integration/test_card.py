@@ -7,7 +7,7 @@ import torch
 import transformers as tf
 
 import workbench
-from workbench.card import kv_bytes_per_token
+from probes.card import kv_bytes_per_token
 from workbench.models.tiny import build_tiny
 
 

@@ -363,7 +363,7 @@ def test_interventions_and_probes_run_on_discovered_families(family: str) -> Non
     attention on the first key for later queries, a full-budget eviction equals the full cache exactly
     and a small one does not, and an MoE family's routing table has a row per MoE layer."""
     from probes.eviction import simulate_eviction
-    from probes.moe import moe_layers, routing_table
+    from probes.moe_tables import moe_layers, routing_table
     from workbench import intervene
     from workbench.capture import CaptureSpec, capture
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import workbench
-from probes import moe
+from probes import moe, moe_tables
 from workbench import intervene
 from workbench.arch import ADAPTERS
 from workbench.capture import CaptureSpec, capture
@@ -87,7 +87,7 @@ def test_tiny_moe_mutual_information_matches_its_card() -> None:
         layer = int(name.split(".")[1])
         found = moe.domain_expert_mutual_information(torch.cat(result[name]), token_domains, 8)
         assert abs(found - recorded[layer]) < 0.01
-    table = moe.domain_expert_table(
+    table = moe_tables.domain_expert_table(
         torch.cat(result["blocks.3.moe.hook_expert_indices"]), token_domains, 8, 2, list(DOMAINS)
     )
     assert set(table.domain) == set(DOMAINS) and abs(table.groupby("domain").spec.sum() - 2).max() < 1e-5
@@ -141,7 +141,7 @@ def _routed(family: str, ids: torch.Tensor, shuffle: bool) -> tuple[workbench.Wo
 
 def _probe_values(result: Any, ids: torch.Tensor, layers: list[int]) -> dict[str, Any]:
     """Every order-reading probe of probes/moe.py on a capture (16 experts, top-4)."""
-    values: dict[str, Any] = {"table": moe.routing_table(result, ids.reshape(-1), 16, 4)}
+    values: dict[str, Any] = {"table": moe_tables.routing_table(result, ids.reshape(-1), 16, 4)}
     top1 = {}
     for layer in layers:
         pre = f"blocks.{layer}.moe."
@@ -178,7 +178,7 @@ def test_order_reading_probes_ignore_the_routers_column_order(family: str) -> No
 
     # rep1 and the Switch loss written out from the router's raw output, by plain loops: each token's
     # top-1 is the chosen id with the highest selection score (DeepSeek-V3: sigmoid + correction bias)
-    table = moe.routing_table(plain, ids.reshape(-1), 16, 4).set_index("layer")
+    table = moe_tables.routing_table(plain, ids.reshape(-1), 16, 4).set_index("layer")
     for layer, (logits, _, indices) in zip(layers, raw, strict=True):
         gate = model.hf.model.layers[layer].mlp.gate
         scores = (

@@ -7,17 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes import decoding, eviction, kvcache, sinks
+from probes import decoding, eviction, kvcache, params, sinks
+from probes.kvcache import RetentionParams
+from probes.registry import registry
+from probes.sinks import SinksParams
 from probes.tokenizer import load_texts
-from workbench.battery import params
+from workbench.battery.params import is_slug, slug
 from workbench.battery.prompts import resolve_prompts
 from workbench.battery.spec import PromptSet
-from workbench.battery.units import PROBES
 from workbench.errors import InputError
 
 
 def test_every_probe_states_its_parameters_as_typed_fields_with_defaults() -> None:
-    for name, probe in PROBES.items():
+    for name, probe in registry().items():
         defaults = params.parse(probe.params, {}, name)
         for value in vars(defaults).values():
             assert isinstance(value, int | float | str | tuple), name
@@ -35,20 +37,20 @@ def test_every_probe_states_its_parameters_as_typed_fields_with_defaults() -> No
 )
 def test_out_of_range_and_wrong_types_are_refused(table: dict, message: str) -> None:
     with pytest.raises(params.ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        params.parse(params.SinksParams, table, "sinks")
+        params.parse(SinksParams, table, "sinks")
 
 
 def test_lists_are_checked_item_by_item() -> None:
-    parsed = params.parse(params.RetentionParams, {"budgets": [0.5, 1]}, "kv")
+    parsed = params.parse(RetentionParams, {"budgets": [0.5, 1]}, "kv")
     assert parsed.budgets == (0.5, 1)
     with pytest.raises(params.ParamError, match=r"kv\.budgets\[1\]: expected a number > 0 and <= 1"):
-        params.parse(params.RetentionParams, {"budgets": [0.5, 0]}, "kv")
+        params.parse(RetentionParams, {"budgets": [0.5, 0]}, "kv")
 
 
 def test_slugs() -> None:
-    assert params.slug("../../escape") == "escape" and params.slug("модель") == ""
-    assert params.slug("Ünï code!") == "Uni-code" and params.is_slug("tiny-moe.v2")
-    assert not any(params.is_slug(n) for n in ("", "..", ".x", "a/b", "/abs", "x" * 65, "ü"))
+    assert slug("../../escape") == "escape" and slug("модель") == ""
+    assert slug("Ünï code!") == "Uni-code" and is_slug("tiny-moe.v2")
+    assert not any(is_slug(n) for n in ("", "..", ".x", "a/b", "/abs", "x" * 65, "ü"))
 
 
 def test_probe_functions_check_their_arguments() -> None:

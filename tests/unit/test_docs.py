@@ -21,3 +21,9 @@ def test_architecture_page_names_every_module() -> None:
     ]
     missing = [m for m in modules if m not in text and m != "workbench/__main__.py"]
     assert not missing, f"docs/architecture.md does not describe {missing}"
+
+
+def test_probe_catalogue_is_current() -> None:
+    from probes.catalogue import render as catalogue
+
+    assert (ROOT / "docs/probes/index.md").read_text() == catalogue(), "run `make docs`"

@@ -31,7 +31,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("probes",),
     (
         "workbench",
-        "workbench.card",
         "workbench.summary",
         "workbench.battery",
         "workbench.families",

@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
+from probes.registry import get, registry
 from workbench.battery.params import is_slug
-from workbench.battery.units import PROBES
-from workbench.battery.views import FIGURES, SUMMARIES
 from workbench.errors import InputError
 from workbench.tables import markdown_table
 
@@ -71,7 +70,7 @@ def _manifest_problem(manifest: object) -> str:
     probes = manifest.get("spec", {}).get("probes") if isinstance(manifest.get("spec"), dict) else None
     if not isinstance(probes, dict) or not all(is_slug(n) and isinstance(t, dict) for n, t in probes.items()):
         return "spec.probes must map file-name labels to tables"
-    if any(t.get("probe", n) not in PROBES for n, t in probes.items()):
+    if any(t.get("probe", n) not in registry() for n, t in probes.items()):
         return "spec.probes names an unknown probe"
     units = manifest.get("units")
     keys = ("probe", "model", "status", "reason")
@@ -91,11 +90,11 @@ def probe_of(manifest: dict, name: str) -> str:
 
 def summary_table(probe: str, table: pd.DataFrame) -> pd.DataFrame:
     """The probe's summary of a table (its first rows when the probe has none)."""
-    return SUMMARIES[probe](table) if probe in SUMMARIES else table.head(10)
+    return get(probe).summarise(table)
 
 
 def _section(name: str, probe: str, table: pd.DataFrame) -> str:
-    figures = FIGURES.get(probe, lambda t: [])(table)
+    figures = get(probe).figures(table)
     config = {"displaylogo": False}
     divs = "".join(
         f'<div class="figure">{f.to_html(full_html=False, include_plotlyjs=False, config=config)}</div>'
@@ -105,7 +104,7 @@ def _section(name: str, probe: str, table: pd.DataFrame) -> str:
     full = table.head(FULL_ROWS).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
     label = html.escape(name)
     return (
-        f'<section id="{label}"><h2>{label}</h2><p>{html.escape(PROBES[probe].doc)}</p>'
+        f'<section id="{label}"><h2>{label}</h2><p>{html.escape(get(probe).doc)}</p>'
         f"{divs}<h3>Summary</h3>{summary}"
         f"<details><summary>Table ({len(table)} rows; tables/{label}.parquet)</summary>{full}</details>"
         "</section>"

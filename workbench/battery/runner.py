@@ -28,10 +28,10 @@ import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from probes.registry import Context, NotApplicable, get, unmet
 from workbench._version import versions
 from workbench.battery.prompts import resolve_prompts
 from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError, check_device
-from workbench.battery.units import PROBES, NotApplicable, UnitContext
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write
 
@@ -74,14 +74,15 @@ def inside(root: Path, path: Path) -> Path:
 def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
     from workbench.models.load import load
 
-    key = (entry.source, spec.dtype, spec.device, entry.device_map)
+    dtype = entry.dtype or spec.dtype
+    key = (entry.source, dtype, spec.device, entry.device_map)
     if key not in _MODELS:
         _MODELS.clear()  # one model resident at a time
         try:
             _MODELS[key] = load(
                 entry.source,
                 device=spec.device if entry.device_map is None else None,
-                dtype=getattr(torch, spec.dtype),
+                dtype=getattr(torch, dtype),
                 device_map=entry.device_map,
                 trust_remote_code=entry.trust_remote_code,
             )
@@ -105,11 +106,13 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
     model = _model(spec, unit.model)
     if isinstance(model, LoadFailed):
         return _failed(unit, model)
-    ctx = UnitContext(
-        model, resolve_prompts(spec.prompts[unit.probe.prompts]), unit.probe.params, spec.seed, store
-    )
+    probe = get(unit.probe.probe)
+    ctx = Context(model, resolve_prompts(spec.prompts[unit.probe.prompts]), spec.seed, store)
     try:
-        table = PROBES[unit.probe.probe].run(ctx)
+        reason = unmet(probe.needs, model)
+        if reason:
+            raise NotApplicable(reason)
+        table = probe.run(ctx, probe.params(**unit.probe.params))
     except WorkbenchError as error:  # bad input for this model: recorded, the battery goes on
         return _failed(unit, str(error))
     except NotApplicable as reason:
@@ -123,8 +126,14 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
 
 
 def plan(spec: BatterySpec) -> list[Unit]:
-    """All units, model-major (each model loads once in a serial run)."""
-    return [Unit(model, probe) for model in spec.models for probe in spec.probes]
+    """All units, model-major (each model loads once in a serial run); a probe restricted to some models
+    (``models = [...]``) runs on those only."""
+    return [
+        Unit(model, probe)
+        for model in spec.models
+        for probe in spec.probes
+        if not probe.models or model.name in probe.models
+    ]
 
 
 def _store(root: Path, unit: Unit) -> Path:

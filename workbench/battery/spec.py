@@ -5,7 +5,7 @@ name = "my-study"
 output = "runs/my-study"          # relative to the current directory
 seed = 0
 threads = 1                       # torch threads per unit (fixed, so serial and Ray runs agree bit for bit)
-models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto" }]
+models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto", dtype = "bfloat16" }]
 
 [capture]
 dtype = "float32"                 # float32 | bfloat16 | float16
@@ -20,8 +20,9 @@ chars = 300                       # texts cut to this many characters (0: whole)
 [prompts.mine]
 file = "prompts.jsonl"            # .txt, .jsonl or .parquet (relative to the spec file)
 
-[probes.sinks]                    # a probe from workbench.battery.units.PROBES (or: probe = "sinks")
+[probes.sinks]                    # a registered probe (probes.registry; or: probe = "sinks")
 prompts = "mix"
+models = ["mine"]                 # only these model labels (default: every model)
 eps = 0.3
 ```
 
@@ -39,15 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.battery.params import (
-    SLUG_RULE,
-    ParamError,
-    PromptParams,
-    RunParams,
-    is_slug,
-    parse,
-    slug,
-)
+from probes.params import ParamError, parse
+from workbench.battery.params import SLUG_RULE, PromptParams, RunParams, is_slug, slug
 from workbench.errors import InputError
 
 BUILTIN_PROMPTS = ("heldout", "parallel", "short")
@@ -67,6 +61,7 @@ class ModelEntry:
     name: str
     device_map: str | None = None
     trust_remote_code: bool = False
+    dtype: str | None = None  # None: the spec's [capture] dtype
 
 
 @dataclass(frozen=True)
@@ -88,6 +83,7 @@ class ProbeEntry:
     probe: str
     prompts: str
     params: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] = ()  # model labels it runs on (empty: all)
 
 
 @dataclass(frozen=True)
@@ -184,7 +180,10 @@ def _models(raw: list[Any], where: str) -> list[ModelEntry]:
             item = {"source": item}
         if not isinstance(item, dict) or not isinstance(item.get("source"), str):
             raise SpecError(f"{at}: expected a source string or {{source = ...}}")
-        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code"}, at)
+        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code", "dtype"}, at)
+        dtype = _take(item, "dtype", str, at)
+        if dtype is not None and dtype not in DTYPES:
+            raise SpecError(f"{at}.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         _check_source(item["source"], at)
         name = _take(item, "name", str, at)
         if name is None:  # the file name in the run directory comes from the source's last part
@@ -199,6 +198,7 @@ def _models(raw: list[Any], where: str) -> list[ModelEntry]:
                 name,
                 _take(item, "device_map", str, at),
                 bool(_take(item, "trust_remote_code", bool, at, False)),
+                dtype,
             )
         )
     _unique([m.name for m in models], "models", f"{where}.models")
@@ -227,9 +227,12 @@ def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, Promp
     return sets
 
 
-def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) -> list[ProbeEntry]:
-    from workbench.battery.units import PROBES
+def _probes(
+    raw: dict[str, Any], prompt_sets: dict[str, PromptSet], models: list[ModelEntry], where: str
+) -> list[ProbeEntry]:
+    from probes.registry import registry
 
+    probes = registry()
     entries = []
     for name, table in raw.items():
         at = f"{where}.probes.{name}"
@@ -240,9 +243,9 @@ def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) 
         table = dict(table)
         probe = _take(table, "probe", str, at) or name
         table.pop("probe", None)
-        if probe not in PROBES:
-            raise SpecError(f"{at}: unknown probe {probe!r} (known: {', '.join(PROBES)})")
-        unit = PROBES[probe]
+        if probe not in probes:
+            raise SpecError(f"{at}: unknown probe {probe!r} (known: {', '.join(probes)})")
+        unit = probes[probe]
         only = next(iter(prompt_sets)) if len(prompt_sets) == 1 else unit.prompts
         prompts = _take(table, "prompts", str, at) or (unit.prompts if unit.prompts in prompt_sets else only)
         table.pop("prompts", None)
@@ -250,7 +253,16 @@ def _probes(raw: dict[str, Any], prompt_sets: dict[str, PromptSet], where: str) 
             raise SpecError(
                 f"{at}.prompts: no prompt set {prompts!r} (defined: {', '.join(prompt_sets) or 'none'})"
             )
-        entries.append(ProbeEntry(name, probe, prompts, asdict(parse(unit.params, table, at))))
+        only_on = _take(table, "models", list, at, [])
+        table.pop("models", None)
+        labels = [m.name for m in models]
+        for i, label in enumerate(only_on):
+            if label not in labels:
+                raise SpecError(
+                    f"{at}.models[{i}]: no model labelled {label!r} (models: {', '.join(labels)})"
+                )
+        params = asdict(parse(unit.params, table, at))
+        entries.append(ProbeEntry(name, probe, prompts, params, tuple(only_on)))
     _unique([e.name for e in entries], "probe labels", f"{where}.probes")
     return entries
 
@@ -293,7 +305,7 @@ def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) ->
     numbers = parse(RunParams, {k: raw[k] for k in ("seed", "threads") if k in raw}, where)
     models = _models(_take(raw, "models", list, where, []), where)
     prompt_sets = _prompt_sets(_take(raw, "prompts", dict, where, {}), path.parent, where)
-    probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, where)
+    probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, models, where)
     if not models or not probes:
         raise SpecError("a battery needs at least one model and one probe")
     name = _take(raw, "name", str, where, path.stem)

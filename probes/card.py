@@ -6,10 +6,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import torch
 
+from probes.registry import Probe
 from workbench.models.model import WorkbenchModel
 from workbench.tokenizer_facts import script_coverage, special_tokens, tokenizer_algorithm
+
+SUMMARY_FIELDS = (
+    "family",
+    "layers",
+    "d_model",
+    "attention_kind",
+    "experts",
+    "top_k",
+    "parameters_total",
+    "vocab_size",
+)
 
 
 @dataclass
@@ -191,3 +204,22 @@ def card(model: WorkbenchModel) -> Card:
     if not cfg.causal:
         result.add("kv cache", "note", "encoder: no cache at inference; figure is what a cache would hold")
     return result
+
+
+CARD = Probe(
+    name="card",
+    doc="Thinking-parameters card (section, field, value).",
+    formula="read, not measured: config, adapter, tokenizer and weights (parameter counts, KV bytes per "
+    "token = layers x kv_heads x (d_k + d_v) x bytes)",
+    cite="the workbench's card (docs/architecture.md); KV layout per family as in each HF modeling file",
+    run=lambda ctx, params: pd.DataFrame(
+        [{"section": s, "field": n, "value": str(v)} for s, n, v in card(ctx.model).rows]
+    ),
+    summary=lambda t: (
+        t[t.field.isin(SUMMARY_FIELDS)]
+        .pivot_table(index="model", columns="field", values="value", aggfunc="first", sort=False)
+        .reindex(columns=[f for f in SUMMARY_FIELDS if f in set(t.field)])
+        .rename_axis(columns=None)
+        .reset_index()
+    ),
+)
