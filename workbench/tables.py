@@ -8,13 +8,16 @@ from typing import Any
 
 def _cell(value: Any, digits: int) -> str:
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value):
+            return "-"
+        small = value != 0 and abs(value) < 10**-digits  # would print as 0.0000
+        return f"{value:.2e}" if small else f"{value:.{digits}f}"
     return str(value)
 
 
 def markdown_table(rows: Any, index: bool = False, digits: int = 4) -> str:
     """A GitHub markdown table from a list of dicts or a ``pandas.DataFrame`` (``index`` keeps its index);
-    missing values (NaN) show as ``-``."""
+    missing values (NaN) show as ``-``, and nonzero values too small for ``digits`` in scientific form."""
     if hasattr(rows, "to_dict"):
         frame = rows.reset_index() if index else rows
         rows = frame.to_dict("records")

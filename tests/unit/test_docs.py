@@ -27,3 +27,14 @@ def test_probe_catalogue_is_current() -> None:
     from probes.catalogue import render as catalogue
 
     assert (ROOT / "docs/probes/index.md").read_text() == catalogue(), "run `make docs`"
+
+
+def test_every_image_and_page_link_in_the_docs_resolves() -> None:
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert broken == []

@@ -13,6 +13,7 @@ from plotly.offline import get_plotlyjs
 from probes.registry import get, registry
 from workbench.battery.params import is_slug
 from workbench.errors import InputError
+from workbench.files import atomic_write_text
 from workbench.tables import markdown_table
 
 STYLE = """
@@ -145,7 +146,7 @@ def write_report(run: str | Path) -> Path:
         intro += _unit_list(title, by_status[status])
     sections = [_section(n, probe_of(manifest, n), t) for n, t in tables.items()]
     page = _page(f"Battery: {manifest['name']}", intro, sections, list(tables))
-    (run / "report.html").write_text(page, encoding="utf-8")
+    atomic_write_text(run / "report.html", page)
     lines = [
         f"# Battery: {manifest['name']}",
         "",
@@ -162,7 +163,7 @@ def write_report(run: str | Path) -> Path:
             markdown_table(summary_table(probe_of(manifest, name), table), digits=4),
             "",
         ]
-    (run / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(run / "summary.md", "\n".join(lines))
     return run / "report.html"
 
 
@@ -213,6 +214,6 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> Path:
     ]
     intro = f"<p>{described[0]} vs {described[1]}</p>"
     title = f"Comparison: {labels[0]} vs {labels[1]}"
-    (out / "compare.html").write_text(_page(title, intro, sections, list(tables)), encoding="utf-8")
-    (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(out / "compare.html", _page(title, intro, sections, list(tables)))
+    atomic_write_text(out / "compare.md", "\n".join(lines))
     return out / "compare.html"
