@@ -118,3 +118,37 @@ def test_quantization_row_reads_the_config() -> None:
     model.config.quantization_config = {"quant_method": "hqq", "bits": 4, "group_size": 64, "axis": 1}
     fact = quantization_facts(workbench.load(model))
     assert fact.value == {"quant_method": "hqq", "bits": 4, "group_size": 64}
+
+
+def test_the_thirty_factors_are_all_present_with_the_files_values(tmp_path: Path) -> None:
+    from probes.factors import CLASSES, factors
+
+    directory = _checkpoint(tmp_path)
+    rows = factors(workbench.load(str(directory)))
+    assert [r.number for r in rows] == list(range(1, 31))
+    # classes in the order and sizes: 4 tokenizer, 5 filters, 6 training, 5 architecture,
+    # 5 decoding, 5 introspection
+    assert [r.cls for r in rows] == [
+        c for c, n in zip(CLASSES, (4, 5, 6, 5, 5, 5), strict=True) for _ in range(n)
+    ]
+    assert all(r.source for r in rows)  # nothing silently missing: a value or the reason there is none
+    by_number = {r.number: r for r in rows}
+    written = json.loads((directory / "generation_config.json").read_text())
+    assert by_number[5].value["bad_words_ids"] == written["bad_words_ids"]
+    assert by_number[5].value["suppress_tokens"] == written["suppress_tokens"]
+    assert (
+        by_number[21].value["temperature"] == written["temperature"] and by_number[21].value["top_p"] == 0.9
+    )
+    assert by_number[22].value["max_new_tokens"] == written["max_new_tokens"]
+    assert by_number[23].value["no_repeat_ngram_size"] == written["no_repeat_ngram_size"]
+    assert by_number[24].value == {"max_time": written["max_time"]}
+    assert by_number[5].source == by_number[24].source == "generation_config.json"
+    assert by_number[9].value == DEFAULT_SYSTEM and by_number[27].value is True
+    assert by_number[28].value == ["<think>", "</think>", "enable_thinking"]
+    assert by_number[29].value == ["assistant"]  # the template refuses the tool role
+    meta = _front_matter(directory / "README.md")
+    assert by_number[10].value == meta["datasets"] and by_number[12].value == ["dpo"]
+    assert by_number[8].value["base_model"] == meta["base_model"]
+    moe = {r.number: r for r in factors(workbench.load("tiny-moe"))}
+    assert moe[15].value == ["tiny-moe-early"] and moe[16].value == "softmax"
+    assert moe[14].source.startswith("needs a base checkpoint")
