@@ -54,13 +54,12 @@ def _no_tokenizer() -> Fact:
     return Fact(None, "not determinable from the checkpoint: no tokenizer")
 
 
-def _tokenizer_rows(model: WorkbenchModel) -> list[Fact]:
+def _tokenizer_rows(model: WorkbenchModel, template: dict[str, Fact]) -> list[Fact]:
     tokenizer = model.tokenizer
     if tokenizer is None:
         return [Fact(model.cfg.d_vocab, "config"), _no_tokenizer(), _no_tokenizer(), _no_tokenizer()]
     markers = special_tokens(tokenizer)
-    turns = chat_template_facts(model)["chat_template"]
-    if turns.value:
+    if template["chat_template"].value:
         markers["chat_turns"] = "chat template present"
     return [
         Fact({"embedding": model.cfg.d_vocab, "tokenizer": len(tokenizer)}, "config, tokenizer"),
@@ -86,7 +85,7 @@ def _extra_heads(model: WorkbenchModel) -> Fact:
     return Fact(found or "none beside the LM head", "weights (module names)")
 
 
-def _tuning(model: WorkbenchModel, card: dict[str, Fact], template: dict[str, Fact]) -> Fact:
+def _tuning(card: dict[str, Fact], template: dict[str, Fact]) -> Fact:
     if card["tags"].value is None and not template["chat_template"].value:
         return Fact(None, "not determinable from the checkpoint: no model card and no chat template")
     value = {
@@ -160,7 +159,7 @@ def factors(model: WorkbenchModel) -> list[Factor]:
         ("filters", "trigger-word blockers", _pick(generation, FILTERS)),
         ("filters", "extra output heads", _extra_heads(model)),
         ("filters", "pre-output selection", _pick(generation, SELECTION)),
-        ("filters", "instruction or preference tuning", _tuning(model, card, template)),
+        ("filters", "instruction or preference tuning", _tuning(card, template)),
         ("filters", "default system prompt", template["default_system_prompt"]),
         (
             "training",
@@ -196,7 +195,7 @@ def factors(model: WorkbenchModel) -> list[Factor]:
         ("introspection", "multiple roles", _multiple_roles(template)),
         ("introspection", "semantic compression depth", _measured("compression, cka")),
     ]
-    tokenizer = _tokenizer_rows(model)
+    tokenizer = _tokenizer_rows(model, template)
     names = ("vocabulary size", "algorithm", "script support", "segment markers")
     table = [("tokenizer", n, f) for n, f in zip(names, tokenizer, strict=True)] + rows
     return [Factor(i, cls, name, fact.value, fact.source) for i, (cls, name, fact) in enumerate(table, 1)]

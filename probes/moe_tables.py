@@ -116,8 +116,9 @@ def load_table(result: Capture, n_experts: int) -> pd.DataFrame:
 MOE = Needs(moe=True, points=(INDICES,))
 
 
-def _routed(ctx: Context) -> Capture:
-    return ctx.capture(ROUTER, MLP_OUT)
+def _routing(ctx: Context) -> pd.DataFrame:
+    result, cfg = ctx.capture(ROUTER, MLP_OUT), ctx.model.cfg
+    return routing_table(result, torch.cat(result.tokens), cfg.n_experts, cfg.top_k)
 
 
 def _specialisation(ctx: Context, params: object) -> pd.DataFrame:
@@ -153,9 +154,7 @@ MOE_ROUTING = Probe(
     "I(top1_l; top1_l+1) / H(top1_l); shared share = |shared| / (|shared| + |routed|)",
     cite="Fedus et al. 2022 (Switch Transformers, JMLR), Eq. 4; Zoph et al. 2022 (ST-MoE z-loss, arXiv "
     "2202.08906), Eq. 5; Muennighoff et al. 2024 (OLMoE, arXiv 2409.02060), Sec. 5",
-    run=lambda ctx, params: routing_table(
-        (result := _routed(ctx)), torch.cat(result.tokens), ctx.model.cfg.n_experts, ctx.model.cfg.top_k
-    ),
+    run=lambda ctx, params: _routing(ctx),
     needs=MOE,
     figures=lambda t: [
         ("all", lines_by_group(t, "layer", "load_entropy", "model", "Expert-load entropy per layer"))

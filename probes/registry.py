@@ -159,10 +159,19 @@ class Probe:
             NotApplicable: The model lacks what the probe needs.
             ParamError: A parameter of the wrong type or out of range.
         """
-        reason = unmet(self.needs, model)
+        return self.measure(Context(model, texts), self.parse(params))
+
+    def measure(self, ctx: Context, params: Any) -> pd.DataFrame:
+        """``run`` after checking the model meets the probe's needs (what the battery and the library
+        call).
+
+        Raises:
+            NotApplicable: The model lacks what the probe needs (or the data decides it does not apply).
+        """
+        reason = unmet(self.needs, ctx.model)
         if reason:
             raise NotApplicable(reason)
-        return self.run(Context(model, texts), self.parse(params))
+        return self.run(ctx, params)
 
 
 def unmet(needs: Needs, model: WorkbenchModel) -> str | None:

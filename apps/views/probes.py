@@ -11,8 +11,9 @@ import streamlit as st
 from apps import cache
 from probes.params import ParamError, Range
 from probes.registry import NotApplicable, Probe, registry
+from workbench.battery.prompts import resolve_prompts
+from workbench.battery.spec import PromptSet
 from workbench.errors import InputError
-from workbench.zoo import heldout
 
 TITLE = "Probes"
 PROMPT_SETS = ("the sidebar prompt", "held-out sample (2 per domain)", "parallel sentences")
@@ -47,13 +48,12 @@ def _params(probe: Probe) -> dict[str, Any]:
 
 
 def _texts(choice: str, prompt: str) -> dict[str, list[str]]:
+    """The chosen prompt set, cut as the default battery and ``workbench probe run`` cut it."""
     if choice == PROMPT_SETS[0]:
         return {"prompt": [prompt]}
     if choice == PROMPT_SETS[1]:
-        return heldout(2, 300)
-    from probes.tokenizer import load_texts
-
-    return load_texts()
+        return resolve_prompts(PromptSet("heldout", "heldout", per_group=2, chars=300))
+    return resolve_prompts(PromptSet("parallel", "parallel"))
 
 
 def render(source: str, prompt: str) -> None:

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from probes.registry import Context, NotApplicable, get, unmet
+from probes.registry import Context, NotApplicable, get
 from workbench._version import versions
 from workbench.battery.prompts import resolve_prompts
 from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError, check_device
@@ -109,10 +109,7 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
     probe = get(unit.probe.probe)
     ctx = Context(model, resolve_prompts(spec.prompts[unit.probe.prompts]), spec.seed, store)
     try:
-        reason = unmet(probe.needs, model)
-        if reason:
-            raise NotApplicable(reason)
-        table = probe.run(ctx, probe.params(**unit.probe.params))
+        table = probe.measure(ctx, probe.params(**unit.probe.params))
     except WorkbenchError as error:  # bad input for this model: recorded, the battery goes on
         return _failed(unit, str(error))
     except NotApplicable as reason:
