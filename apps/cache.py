@@ -29,6 +29,14 @@ def causal_model(source: str, what: str) -> workbench.WorkbenchModel | None:
     return loaded
 
 
+@st.cache_data(show_spinner="reading the card", max_entries=8)
+def card(source: str, measure: bool) -> pd.DataFrame:
+    """The card's rows (:meth:`probes.card.Card.frame`); ``measure``: with the measured rows."""
+    from probes.card import card as build_card
+
+    return build_card(model(source), measure=measure).frame()
+
+
 @st.cache_data(show_spinner="capturing", max_entries=16)
 def activity(source: str, prompt: str) -> data.LayerActivity:
     return data.layer_activity(model(source), prompt)

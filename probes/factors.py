@@ -8,9 +8,13 @@ that measures them and stay unmeasured (``source`` says so) until a measurement 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from probes.tokenizer import load_texts, tokenizer_table
 from workbench.models.checkpoint import (
     FILTERS,
     LENGTH,
@@ -20,6 +24,7 @@ from workbench.models.checkpoint import (
     TIME,
     Fact,
     chat_template_facts,
+    checkpoint_file,
     generation_facts,
     model_card_facts,
 )
@@ -46,8 +51,44 @@ class Factor:
     source: str
 
 
+def kv_bytes_per_token(model: WorkbenchModel, dtype: torch.dtype | None = None) -> int:
+    """Architectural KV-cache bytes per token: ``2 x layers x kv_heads x head_dim x bytes`` (MLA: latent)."""
+    dtype = dtype or next(model.hf.parameters()).dtype
+    return model.cfg.kv_elements_per_token * torch.tensor([], dtype=dtype).element_size()
+
+
+def router_rule(model: WorkbenchModel) -> str:
+    """The router's selection rule in words (scoring, where top-k is taken, renormalisation, bias)."""
+    conv = model.adapter.router_convention
+    if conv is None:
+        return "dense (no router)"
+    parts = [f"{conv.scoring} scoring", f"top-k on {conv.topk_on}"]
+    parts.append("renormalised" if conv.renormalises(model.config) else "not renormalised")
+    if conv.correction_bias:
+        parts.append("selection bias")
+    if conv.group_limited:
+        parts.append("group-limited")
+    if conv.scaling_factor_attr:
+        parts.append(f"x {getattr(model.config, conv.scaling_factor_attr)}")
+    if conv.router_bias:
+        parts.append("router bias")
+    if conv.discovered:
+        parts.append("read off the router's output")
+    return ", ".join(parts)
+
+
+def sink_mechanism(model: WorkbenchModel) -> str:
+    """Learned sink logits, the zoo's planted sink heads, or emergent sinks only."""
+    if model.adapter.learned_sinks:
+        return "learned per-head sink logit"
+    planted = getattr(model.config, "planted_sink_heads", None)  # zoo ground truth (planted-sink)
+    if planted:
+        return "planted heads " + ", ".join(f"L{layer}H{head}" for layer, head in planted)
+    return "emergent only"
+
+
 def _measured(probe: str) -> Fact:
-    return Fact(None, f"measured: {probe} (not run; `workbench card MODEL --measure` fills it)")
+    return Fact(None, f"measured: {probe} (not run: `workbench card MODEL --measure` fills it)")
 
 
 def _no_tokenizer() -> Fact:
@@ -57,26 +98,35 @@ def _no_tokenizer() -> Fact:
 def _tokenizer_rows(model: WorkbenchModel, template: dict[str, Fact]) -> list[Fact]:
     tokenizer = model.tokenizer
     if tokenizer is None:
-        return [Fact(model.cfg.d_vocab, "config"), _no_tokenizer(), _no_tokenizer(), _no_tokenizer()]
+        embedding = Fact({"embedding": model.cfg.d_vocab}, "config (no tokenizer)")
+        return [embedding, _no_tokenizer(), _no_tokenizer(), _no_tokenizer()]
     markers = special_tokens(tokenizer)
     if template["chat_template"].value:
         markers["chat_turns"] = "chat template present"
+    parallel = tokenizer_table(tokenizer, load_texts(), "en")
+    scripts = {
+        "coverage": {s: round(v, 3) for s, v in script_coverage(tokenizer).items()},
+        "premium": {f"{r.language} ({r.script})": round(r.premium, 3) for r in parallel.itertuples()},
+    }
     return [
         Fact({"embedding": model.cfg.d_vocab, "tokenizer": len(tokenizer)}, "config, tokenizer"),
         Fact(tokenizer_algorithm(tokenizer), "tokenizer"),
-        Fact(
-            {s: round(v, 3) for s, v in script_coverage(tokenizer).items()},
-            "tokenizer (built-in script sample)",
-        ),
+        Fact(scripts, "tokenizer (built-in script sample; premium on the parallel sample, vs en)"),
         Fact(markers, "tokenizer"),
     ]
 
 
-def _pick(facts: dict[str, Fact], names: tuple[str, ...]) -> Fact:
-    """Several generation fields as one row: the values, and the file when it set any of them."""
+def _pick(facts: dict[str, Fact] | None, names: tuple[str, ...]) -> Fact:
+    """Several generation fields as one row: the values, and the file when it set any of them (None: the
+    model does not decode)."""
+    if facts is None:
+        return Fact(None, "not applicable: no language-model head, so nothing is decoded")
     chosen = {n: facts[n].value for n in names}
-    written = any(facts[n].source == "generation_config.json" for n in names)
-    return Fact(chosen, "generation_config.json" if written else "transformers default")
+    written = sum(facts[n].source == "generation_config.json" for n in names)
+    if not written:
+        return Fact(chosen, "transformers default")
+    rest = "" if written == len(names) else "; the rest transformers default"
+    return Fact(chosen, "generation_config.json" + rest)
 
 
 def _extra_heads(model: WorkbenchModel) -> Fact:
@@ -96,6 +146,14 @@ def _tuning(card: dict[str, Fact], template: dict[str, Fact]) -> Fact:
     return Fact(value, "model_card, chat_template")
 
 
+def _pretraining(card: dict[str, Fact]) -> Fact:
+    """The model card's datasets (read), and the loss per byte the held-out sample measures."""
+    pending = _measured("loss_per_byte").source
+    if card["datasets"].value:
+        return Fact({"datasets": card["datasets"].value}, f"model_card; {pending}")
+    return Fact(None, pending)
+
+
 def _checkpoints(model: WorkbenchModel) -> Fact:
     early = f"{model.source}-early"
     if early in zoo():
@@ -106,9 +164,25 @@ def _checkpoints(model: WorkbenchModel) -> Fact:
 def _kv(model: WorkbenchModel) -> Fact:
     cfg = model.cfg
     kinds = {k: cfg.attention_kinds.count(k) for k in dict.fromkeys(cfg.attention_kinds)}
-    sinks = "learned per-head sink logit" if model.adapter.learned_sinks else "emergent only"
-    value = {"sinks": sinks, "layout": cfg.kv_layout, "elements_per_token": cfg.kv_elements_per_token}
-    return Fact({**value, "layers": kinds, "sliding_window": cfg.sliding_window}, "config, adapter")
+    value = {
+        "sinks": sink_mechanism(model),
+        "layout": cfg.kv_layout,
+        "kv_bytes_per_token": kv_bytes_per_token(model),
+        "layers": kinds,
+        "sliding_window": cfg.sliding_window,
+    }
+    if not cfg.causal:
+        value["note"] = "encoder: no cache at inference; the bytes are what a cache would hold"
+    return Fact(value, "config, adapter")
+
+
+def _router(model: WorkbenchModel) -> Fact:
+    cfg = model.cfg
+    if not cfg.is_moe and model.adapter.router_convention is None:
+        return Fact({"router": "dense (no router)"}, "adapter")
+    return Fact(
+        {"router": router_rule(model), "experts": cfg.n_experts, "top_k": cfg.top_k}, "config, adapter"
+    )
 
 
 def _latent(model: WorkbenchModel) -> Fact:
@@ -122,10 +196,24 @@ def _latent(model: WorkbenchModel) -> Fact:
 
 
 def _cross_modal(model: WorkbenchModel) -> Fact:
+    """The checkpoint's vision / audio towers (by their model type; read off its config.json too, since a
+    text-only class drops them from the loaded config) and the layers that cross-attend to them."""
     config = model.config
-    parts = [name for name in CROSS_MODAL if getattr(config, name, None) is not None]
-    if getattr(config, "add_cross_attention", False) or getattr(config, "is_encoder_decoder", False):
-        parts.append("cross-attention layers")
+    text = getattr(config, "text_config", None) or config
+    file = checkpoint_file(model, "config.json")
+    saved = json.loads(file.read_text(encoding="utf-8")) if file else {}
+    parts: dict[str, Any] = {}
+    for name in CROSS_MODAL:
+        tower = getattr(config, name, None) or saved.get(name)
+        if isinstance(tower, dict):
+            parts[name] = tower.get("model_type", "present")
+        elif tower is not None:
+            parts[name] = getattr(tower, "model_type", None) or type(tower).__name__
+    layers = getattr(text, "cross_attention_layers", None)
+    if layers:
+        parts["cross_attention_layers"] = list(layers)
+    elif getattr(config, "add_cross_attention", False) or getattr(config, "is_encoder_decoder", False):
+        parts["cross_attention_layers"] = "every layer"
     return Fact(parts or "none", "config")
 
 
@@ -151,24 +239,19 @@ def _multiple_roles(template: dict[str, Fact]) -> Fact:
 
 def factors(model: WorkbenchModel) -> list[Factor]:
     """The thirty rows, numbered as in issue 19; measured rows are left to the measuring probes."""
-    generation = generation_facts(model)
+    generation = generation_facts(model) if model.cfg.causal_lm else None
     template = chat_template_facts(model)
     card = model_card_facts(model)
-    router = model.adapter.router_convention
     rows: list[tuple[str, str, Fact]] = [
         ("filters", "trigger-word blockers", _pick(generation, FILTERS)),
         ("filters", "extra output heads", _extra_heads(model)),
         ("filters", "pre-output selection", _pick(generation, SELECTION)),
         ("filters", "instruction or preference tuning", _tuning(card, template)),
         ("filters", "default system prompt", template["default_system_prompt"]),
-        (
-            "training",
-            "pre-training data",
-            card["datasets"] if card["datasets"].value else _measured("loss_per_byte"),
-        ),
+        ("training", "pre-training data", _pretraining(card)),
         ("training", "data depth", _measured("loss_per_byte (by domain)")),
         ("training", "tuning method", card["tuning"]),
-        ("training", "specialisation", _measured("loss_per_byte spread; moe_specialisation")),
+        ("training", "specialisation", _measured("loss_per_byte spread, moe_specialisation")),
         (
             "training",
             "weights tuning changed",
@@ -178,7 +261,7 @@ def factors(model: WorkbenchModel) -> list[Factor]:
         (
             "architecture",
             "MoE router type",
-            Fact(router.scoring if router else "dense (no router)", "adapter"),
+            _router(model),
         ),
         ("architecture", "attention sinks and KV cache", _kv(model)),
         ("architecture", "latent routing", _latent(model)),

@@ -60,22 +60,43 @@ def _load(
 @app.command()
 def card(
     model: ModelArg,
+    other: Annotated[
+        str | None, typer.Argument(help="A second model: the two cards side by side, differing rows marked.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="rich, json or markdown.")] = "rich",
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Run the cheap probes and fill the measured rows.")
+    ] = False,
     trust_remote_code: TrustOpt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
-    """Print the "thinking parameters" card of a model."""
+    """Print the "thinking parameters" card of a model (or of two, side by side)."""
     from probes.card import card as build_card
+    from probes.card import compare
 
     if fmt not in ("rich", "json", "markdown"):
         raise WorkbenchError(f"unknown format {fmt!r}; use rich, json or markdown")
-    result = build_card(_load(model, trust_remote_code, allow_pickle, config_ok=True))
+    cards = []
+    for source in [model] if other is None else [model, other]:
+        loaded = _load(source, trust_remote_code, allow_pickle, config_ok=not measure)
+        with console.status(f"measuring {source}" if measure else f"reading {source}", spinner="dots"):
+            cards.append(build_card(loaded, measure=measure))
+    if other is None:
+        result = cards[0]
+        if fmt == "json":
+            print(result.to_json())
+        elif fmt == "markdown":
+            print(result.to_markdown(), end="")
+        else:
+            console.print(result.to_rich())
+        return
+    comparison = compare(*cards)
     if fmt == "json":
-        print(result.to_json())
+        print(comparison.to_json())
     elif fmt == "markdown":
-        print(result.to_markdown(), end="")
+        print(comparison.to_markdown(), end="")
     else:
-        console.print(result.to_rich())
+        console.print(comparison.to_rich())
 
 
 @app.command()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-import workbench
 from apps import cache, data
+from probes.factors import kv_bytes_per_token
 from probes.figures import policy_curves
 from probes.kvcache import POLICIES
 
@@ -16,7 +16,7 @@ def render(source: str, prompt: str) -> None:
     model = cache.causal_model(source, "KV cache")
     if model is None:
         return
-    per_token = workbench.card(model).get("kv_bytes_per_token")
+    per_token = kv_bytes_per_token(model)
     tokens = len(cache.activity(source, prompt).tokens)
     context = model.cfg.n_ctx or tokens
     left, middle, right = st.columns(3)

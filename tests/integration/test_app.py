@@ -3,6 +3,7 @@ same input."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 import workbench
 from probes import compression, sinks
 from probes.eviction import simulate_eviction
+from probes.factors import CLASSES
 from probes.lens import lens_table
 from workbench.battery import load_spec, run_battery
 from workbench.battery.report import summary_table
@@ -39,8 +41,15 @@ def _metric(app: AppTest, label_start: str) -> str:
 
 def test_card_view_shows_the_card() -> None:
     app = _app("Model card", model="minilm")
-    shown = app.dataframe[0].value.set_index("field")
-    assert shown.loc["layers", "value"] == str(workbench.card(workbench.load("minilm")).get("layers"))
+    header = app.dataframe[0].value.set_index("field")
+    config = json.loads((Path(workbench.load("minilm").config._name_or_path) / "config.json").read_text())
+    assert header.loc["layers", "value"] == str(config["num_hidden_layers"])
+    factors = app.dataframe[1].value
+    assert factors.number.tolist() == list(range(1, 31))
+    assert factors["class"].drop_duplicates().tolist() == list(CLASSES)  # grouped by class, in order
+    assert factors.set_index("number").loc[1, "value"] == json.dumps(
+        {"embedding": config["vocab_size"], "tokenizer": config["vocab_size"]}
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +139,8 @@ def test_kv_view_sizes_and_eviction_simulator() -> None:
     app.selectbox(key="kv_policy").set_value("h2o")
     app.slider(key="kv_budget").set_value(0.25).run()
     model = workbench.load("tiny-moe")
-    per_token = workbench.card(model).get("kv_bytes_per_token")
+    per_token = 2 * model.config.num_hidden_layers * model.config.num_key_value_heads * 4
+    per_token *= model.config.hidden_size // model.config.num_attention_heads  # fp32 K and V per layer
     assert _metric(app, "KV bytes per token") == f"{per_token:,}"
     ids = model.encode(PROMPT)["input_ids"]
     prompt_len = ids.shape[1] * 3 // 4
@@ -212,9 +222,9 @@ def test_broken_model_directories_show_one_line(
 
 def test_bad_hook_point_regex_shows_one_line() -> None:
     app = _app("Model card", model="tiny-llama")
-    assert "blocks.0.hook_resid_post" in app.dataframe[1].value.name.tolist()
+    assert "blocks.0.hook_resid_post" in app.dataframe[2].value.name.tolist()
     app.text_input(key="card_pattern").set_value(r"blocks\.0\.hook_resid_(pre|post)").run()
-    assert app.dataframe[1].value.name.tolist() == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+    assert app.dataframe[2].value.name.tolist() == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
     app.text_input(key="card_pattern").set_value("(").run()
     assert "invalid hook point pattern '('" in _one_error(app)
 

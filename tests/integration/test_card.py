@@ -7,7 +7,7 @@ import torch
 import transformers as tf
 
 import workbench
-from probes.card import kv_bytes_per_token
+from probes.factors import kv_bytes_per_token
 from workbench.models.tiny import build_tiny
 
 
@@ -27,7 +27,7 @@ def test_kv_bytes_equal_formula_and_measured_cache(family: str, dtype: torch.dty
     model = workbench.load(build_tiny(family), dtype=dtype)
     element = torch.tensor([], dtype=dtype).element_size()
     expected = formula_kv_bytes(model.config, family, element)
-    assert workbench.card(model).get("kv_bytes_per_token") == expected
+    assert workbench.card(model).get(17)["kv_bytes_per_token"] == expected
     if not model.cfg.causal:
         return
     batch, tokens = 2, 6  # within GPT-OSS's sliding window, so every layer keeps every token
@@ -47,7 +47,7 @@ def test_card_fields_match_config(family: str) -> None:
     assert result.get("layers") == layers
     assert result.get("heads") == (getattr(config, "num_attention_heads", None) or config.n_head)
     assert result.get("d_model") == (getattr(config, "hidden_size", None) or config.n_embd)
-    assert result.get("vocab_size") == config.vocab_size
+    assert result.get(1)["embedding"] == config.vocab_size
     assert result.get("parameters_total") == sum(p.numel() for p in model.hf.parameters())
     kv_heads = getattr(config, "num_key_value_heads", None) or result.get("heads")
     expected_kind = {"deepseek_v2": "MLA", "deepseek_v3": "MLA"}.get(
@@ -56,7 +56,7 @@ def test_card_fields_match_config(family: str) -> None:
     assert result.get("attention_kind") == expected_kind
     if result.get("positional") == "rope":
         assert result.get("rope_theta") == config.rope_parameters["rope_theta"]
-    assert (result.get("attention_sinks") != "none (emergent only)") == (family == "gpt_oss")
+    assert (result.get(17)["sinks"] != "emergent only") == (family == "gpt_oss")
     if model.adapter.router_convention is None:
         assert result.get("parameters_active_per_token") == result.get("parameters_total")
         return
@@ -65,8 +65,8 @@ def test_card_fields_match_config(family: str) -> None:
         for a in ("num_local_experts", "num_experts", "n_routed_experts")
         if hasattr(config, a)
     )
-    assert result.get("experts") == experts
-    assert result.get("top_k") == config.num_experts_per_tok
+    assert result.get(16)["experts"] == experts
+    assert result.get(16)["top_k"] == config.num_experts_per_tok
     assert result.get("parameters_active_per_token") < result.get("parameters_total")
     moe_layers, per_expert = routed_expert_shape(config, family)
     idle = moe_layers * (experts - config.num_experts_per_tok) * per_expert  # routed experts left out
@@ -126,7 +126,7 @@ def test_minilm_card_real_weights() -> None:
     assert result.get("layers") == 6
     assert result.get("heads") == 12
     assert result.get("d_model") == 384
-    assert result.get("algorithm") == "WordPiece"
-    assert result.get("vocab_size") == 30522
+    assert result.get(2) == "WordPiece"
+    assert result.get(1)["embedding"] == 30522
     assert result.get("causal") is False
-    assert result.get("Latin") == 1.0
+    assert result.get(3)["coverage"]["Latin"] == 1.0

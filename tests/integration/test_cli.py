@@ -44,9 +44,15 @@ def test_card_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[st
     build_tiny("olmoe").save_pretrained(tmp_path)
     assert run(["card", str(tmp_path), "--format", "json"]) == 0
     card = json.loads(capsys.readouterr().out)
-    assert card["moe"]["experts"] == 8 and card["architecture"]["attention_kind"] == "GQA"
+    config = json.loads((tmp_path / "config.json").read_text())
+    router = card["factors"][15]
+    assert router["number"] == 16 and router["value"]["experts"] == config["num_experts"]
+    assert card["header"]["attention_kind"]["value"] == "GQA"  # 4 heads share 2 KV heads
+    assert card["header"]["layers"] == {"value": config["num_hidden_layers"], "source": "config"}
     assert run(["card", str(tmp_path), "--format", "markdown"]) == 0
-    assert "| moe | router | softmax scoring, top-k on probs" in capsys.readouterr().out
+    assert '| 16 | architecture | MoE router type | {"router": "softmax scoring, top-k on probs' in (
+        capsys.readouterr().out
+    )
 
 
 def test_unknown_hub_id_is_one_line() -> None:
@@ -81,7 +87,7 @@ def test_pickle_only_directory_is_refused_unless_allowed(
     result = _cli("card", str(tmp_path))
     assert result.returncode == 2 and "--allow-pickle" in result.stderr
     assert run(["card", str(tmp_path), "--allow-pickle", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["architecture"]["layers"] == 3
+    assert json.loads(capsys.readouterr().out)["header"]["layers"]["value"] == 3
 
 
 def test_debug_shows_traceback(unsupported_dir: Path) -> None:

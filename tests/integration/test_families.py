@@ -142,7 +142,7 @@ def test_learned_sinks_are_discovered_from_what_attention_receives() -> None:
         "blocks.0.attn.hook_pattern"
     ]
     assert (pattern.sum(-1) < 1 - 1e-4).all()  # the sink column took some of every row's mass
-    assert workbench.card(model).get("attention_sinks") == "learned per-head sink logit"
+    assert workbench.card(model).get(17)["sinks"] == "learned per-head sink logit"
 
 
 def test_the_ranking_check_sees_an_unsorted_router() -> None:
@@ -207,7 +207,7 @@ def test_a_router_returning_logits_only_is_read_at_its_experts_arguments() -> No
         hf_weights, hf_ids = ffn.route_tokens_to_experts(logits)
     assert indices.shape == (5, 2) and torch.equal(indices, hf_ids)
     assert torch.allclose(weights, hf_weights, atol=1e-6)
-    assert workbench.card(model).get("experts") == 4
+    assert workbench.card(model).get(16)["experts"] == 4
 
 
 def test_points_of_a_flattened_mlp_are_served_per_position() -> None:

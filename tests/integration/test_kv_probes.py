@@ -20,7 +20,7 @@ def test_kv_bytes_match_the_formula_for_every_family(tiny: workbench.WorkbenchMo
         expected = kv_cache_bytes(cfg.n_layers, 1, config.kv_lora_rank, 4, v_head_dim=config.qk_rope_head_dim)
     else:
         expected = kv_cache_bytes(cfg.n_layers, cfg.n_kv_heads, cfg.d_head, 4)
-    assert workbench.card(tiny).get("kv_bytes_per_token") == expected
+    assert workbench.card(tiny).get(17)["kv_bytes_per_token"] == expected
     # the formula from the config's own fields (PROBES.md), fp32 = 4 bytes: MLA caches the latent and the
     # shared RoPE key per layer; the rest K and V per layer and KV head
     if hasattr(config, "kv_lora_rank"):

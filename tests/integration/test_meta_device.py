@@ -79,14 +79,25 @@ def test_card_and_hooks_of_a_config_only_directory(tmp_path: Path, name: str, ex
     peak, code = result.stdout.split("PEAK ")[-1].split(" CODE ")
     assert int(code) == 0 and int(peak) < LIMIT_KIB, result.stdout[-400:]
     card = json.loads(result.stdout[: result.stdout.index("\n}\n") + 2])
-    assert card["architecture"]["layers"] == expected["layers"]
+    header = {name: fact["value"] for name, fact in card["header"].items()}
+    assert header["layers"] == expected["layers"]
     for fact in ("kv_heads", "heads", "head_dim"):
-        assert card["architecture"][fact] == expected.get(fact, card["architecture"][fact]), fact
+        assert header[fact] == expected.get(fact, header[fact]), fact
     low, high = expected["parameters"]
-    assert low <= card["size"]["parameters_total"] <= high
+    assert low <= header["parameters_total"] <= high
+    assert card["header"]["parameters_total"]["source"] == "config (counted on the meta device)"
+    factors = card["factors"]
+    assert [f["number"] for f in factors] == list(range(1, 31))
+    for number in (2, 3, 4, 9, 27, 28, 29):  # no tokenizer in the directory: the rows say so
+        assert factors[number - 1]["value"] is None and "no tokenizer" in factors[number - 1]["source"]
+    assert factors[0]["value"] == {"embedding": config_vocab(directory)}
     assert f"blocks.{min(expected['layers'] - 1, 60)}.hook_resid_post" in result.stdout
     if name == "glm-4.5-air":  # the router read off the twin, the counts off this config
-        assert (card["moe"]["experts"], card["moe"]["top_k"]) == (128, 8)
+        assert (factors[15]["value"]["experts"], factors[15]["value"]["top_k"]) == (128, 8)
+
+
+def config_vocab(directory: Path) -> int:
+    return json.loads((directory / "config.json").read_text())["vocab_size"]
 
 
 def test_load_on_meta_allocates_no_weights(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_planted_sink_heads_are_recovered_exactly() -> None:
 
 def test_model_cards_record_recipe_and_heldout_loss() -> None:
     for name in ZOO_NAMES:
-        text = (MODELS_DIR / name / "MODEL_CARD.md").read_text()
+        text = (MODELS_DIR / name / "README.md").read_text()
         assert "workbench zoo build" in text
         if zoo()[name].kind == "trained":
             metrics = json.loads((MODELS_DIR / name / "metrics.json").read_text())
@@ -114,7 +114,7 @@ def test_tiny_moe_routing_is_balanced_and_domain_specialised() -> None:
     assert [round(r["mi_over_domain_entropy"], 4) for r in recorded] == [
         round(r["mi_over_domain_entropy"], 4) for r in rows
     ]
-    assert "random init, 5 seeds" in (MODELS_DIR / "tiny-moe" / "MODEL_CARD.md").read_text()
+    assert "random init, 5 seeds" in (MODELS_DIR / "tiny-moe" / "README.md").read_text()
 
 
 def test_training_is_deterministic_from_the_seed() -> None:

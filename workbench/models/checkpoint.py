@@ -64,16 +64,20 @@ def checkpoint_file(model: WorkbenchModel, name: str) -> Path | None:
 
 def generation_facts(model: WorkbenchModel) -> dict[str, Fact]:
     """Every decoding field of the card: the value ``generate`` uses, from ``generation_config.json`` when
-    the file sets it, else transformers' default."""
+    the file sets it, else the default ``generate`` applies to a field left unset (None: no default)."""
     file = checkpoint_file(model, "generation_config.json")
     written = json.loads(file.read_text(encoding="utf-8")) if file else {}
     config = getattr(model.hf, "generation_config", None) or GenerationConfig()
+    applied = getattr(GenerationConfig, "_get_default_generation_params", dict)()
     facts = {}
     for name in (*FILTERS, *SELECTION, *SAMPLING, *LENGTH, *PENALTIES, *TIME):
         value = getattr(config, name, None)
         if hasattr(value, "to_dict"):  # a watermarking config object
             value = value.to_dict()
-        facts[name] = Fact(value, "generation_config.json" if name in written else "transformers default")
+        if name in written:
+            facts[name] = Fact(value, "generation_config.json")
+        else:
+            facts[name] = Fact(applied.get(name) if value is None else value, "transformers default")
     return facts
 
 

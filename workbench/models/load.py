@@ -242,6 +242,8 @@ def _from_pretrained(
         )
     except SafetensorError as exc:  # a hub download or a shard the directory check could not see
         raise CheckpointError(f"could not read the weights of {label!r}: {_first_line(exc)}") from exc
+    if meta:  # where the checkpoint's other files are (the card reads them), as from_pretrained records
+        model.name_or_path = model.config._name_or_path = location
     return model, _tokenizer(location, label, common)
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from transformers import PreTrainedTokenizerFast
 
 import workbench
@@ -36,8 +37,34 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(tokenizer_dir(name))
 
 
+CARD_NAME = "README.md"  # the hub's model card: YAML metadata, then markdown
+
+
+def card_metadata(kind: str, model_type: str, datasets: list[str] | None = None) -> dict[str, Any]:
+    """The model card's YAML metadata (the hub's fields: license, library, pipeline, tags, datasets)."""
+    meta: dict[str, Any] = {
+        "license": "mit",
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["interp-workbench", "zoo", kind, model_type],
+    }
+    return meta | ({"datasets": datasets} if datasets else {})
+
+
+def corpus_datasets(provenance: dict[str, Any]) -> list[str]:
+    """The corpus sources as dataset names: the Debian packages, the Python stdlib, the arithmetic."""
+    return [*(f"debian/{p}" for p in provenance["packages"]), "python-stdlib", "synthetic-arithmetic"]
+
+
+def write_card_file(directory: Path, meta: dict[str, Any], body: str) -> None:
+    """README.md: the YAML front matter, then the markdown body."""
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    (directory / CARD_NAME).write_text(f"---\n{front}---\n{body}", encoding="utf-8")
+
+
 def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], corpus: Corpus) -> None:
-    """MODEL_CARD.md with the recipe, seed, tokens seen, per-domain held-out loss and extra measurements."""
+    """README.md with the hub's metadata, the recipe, seed, tokens seen, per-domain held-out loss and extra
+    measurements; metrics.json with the numbers."""
     losses = facts["heldout_loss"]
     parts = [
         f"# {directory.name}",
@@ -71,7 +98,9 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
     for title, rows in facts.get("tables", {}).items():
         parts += ["", f"## {title}", "", markdown_table(rows)]
     parts += ["", "## Corpus", "", "```json", json.dumps(corpus.provenance, indent=2), "```", ""]
-    (directory / "MODEL_CARD.md").write_text("\n".join(parts))
+    model_type = json.loads((directory / "config.json").read_text())["model_type"]
+    meta = card_metadata("trained", model_type, corpus_datasets(corpus.provenance))
+    write_card_file(directory, meta, "\n".join(parts))
     (directory / "metrics.json").write_text(json.dumps(facts, indent=2))
 
 
@@ -80,6 +109,7 @@ def _save(
 ) -> None:
     directory = MODELS_DIR / name
     model.save_pretrained(directory)
+    tokenizer.chat_template = recipe.chat_template
     tokenizer.save_pretrained(directory)
     write_model_card(directory, recipe, facts, corpus)
     record(name, recipe.description if name == recipe.name else f"{recipe.name} early checkpoint", "trained")
@@ -138,12 +168,14 @@ def build_planted_sink_entry() -> None:
     build_planted_sink(tokenizer).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     heads = ", ".join(f"L{layer}H{head}" for layer, head in SINK_HEADS)
-    (directory / "MODEL_CARD.md").write_text(
+    write_card_file(
+        directory,
+        card_metadata("constructed", "gpt2"),
         "# planted-sink\n\nA GPT-2 (2 layers, 4 heads, d_model 64, `bpe-4096` tokenizer) whose weights are "
         f"constructed, not trained.\n\nSink heads (>= 0.99 of attention on the first token): {heads}.\n"
         "The other heads keep random initialisation and attend near uniformly.\n\n"
         "Construction: see `workbench/zoo/planted.py`. Rebuild: `workbench zoo build planted-sink`.\n"
-        "Held-out loss: not meaningful (untrained).\n"
+        "Held-out loss: not meaningful (untrained).\n",
     )
     record("planted-sink", f"constructed GPT-2 whose heads {heads} sink into the first token", "constructed")
 

@@ -25,6 +25,8 @@ class Recipe:
         seed: Torch and data seed.
         balance_coef: Weight of the per-layer Switch balance loss (MoE only).
         early_checkpoint: Also save the model after this share of the steps, as ``NAME-early``.
+        chat_template: A chat template saved with the tokenizer (the card's template readers are tested
+            on it; the model was not trained on chat turns).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Recipe:
     balance_coef: float = 0.0
     early_checkpoint: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
 
     def build_config(self, vocab_size: int) -> Any:
         """The HF config for a tokenizer of ``vocab_size``."""
@@ -56,6 +59,22 @@ _ATTN = {
     "tie_word_embeddings": True,
 }
 
+# a system role with a default prompt, user / assistant / tool turns and Qwen3-style reasoning markers
+CHAT_TEMPLATE = (
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}"
+    "{% else %}{% set system = 'You are tiny-llama, a small model of the interp workbench zoo.' %}{% endif %}"
+    "<|system|>\n{{ system }}<|end|>\n"
+    "{% for m in messages %}"
+    "{% if m['role'] not in ['user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unsupported role ' + m['role']) }}{% endif %}"
+    "<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -64,6 +83,7 @@ RECIPES: dict[str, Recipe] = {
             "dense Llama, 4 layers, d_model 128, GQA 4/2, byte-level BPE 4096",
             "LlamaConfig",
             {**_ATTN, "intermediate_size": 344},
+            chat_template=CHAT_TEMPLATE,
         ),
         Recipe(
             "tiny-llama-unigram",
