@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.bloom.modeling_bloom import dropout_add
 
 from workbench.arch.interface import call_interface
 
@@ -32,6 +31,8 @@ def attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``BloomAttention.forward`` through the attention interface (ALiBi joins the mask)."""
+    from transformers.models.bloom.modeling_bloom import dropout_add  # loaded with the model already
+
     batch, q_len, _ = hidden_states.shape
     query, key, value = self._reshape(self.query_key_value(hidden_states))  # [batch, head, pos, d]
     if layer_past is not None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
 from workbench.arch.interface import call_interface
 
@@ -33,6 +32,8 @@ def attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``FalconAttention.forward`` through the attention interface."""
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb  # loaded with the model
+
     query, key, value = (t.transpose(1, 2) for t in self._split_heads(self.query_key_value(hidden_states)))
     batch, _, q_len, _ = query.shape
     if alibi is None:

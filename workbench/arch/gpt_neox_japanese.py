@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.gpt_neox_japanese.modeling_gpt_neox_japanese import apply_rotary_pos_emb
 
 from workbench.arch.interface import call_interface
 
@@ -31,6 +30,10 @@ def attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """``GPTNeoXJapaneseAttention.forward`` through the attention interface."""
+    from transformers.models.gpt_neox_japanese.modeling_gpt_neox_japanese import (  # loaded with the model
+        apply_rotary_pos_emb,
+    )
+
     qkv = self.query_key_value(hidden_states)
     qkv = qkv.view(*qkv.shape[:-1], self.num_attention_heads, 3 * self.head_size).permute(0, 2, 1, 3)
     query, key, value = qkv.split(self.head_size, dim=-1)
