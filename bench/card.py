@@ -17,22 +17,15 @@ from pathlib import Path
 
 import transformers as tf
 
+from workbench.models.shapes import LLAMA_3_70B
+
 ROUNDS = 5
 PEAK = "import re; print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 
 
 def llama_70b(root: Path) -> Path:
     """A directory with only the config of Llama-3-70B's published shape."""
-    tf.LlamaConfig(
-        vocab_size=128256,
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_hidden_layers=80,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        max_position_embeddings=131072,
-        architectures=["LlamaForCausalLM"],
-    ).save_pretrained(root / "llama-3-70b")
+    tf.LlamaConfig(**LLAMA_3_70B).save_pretrained(root / "llama-3-70b")
     return root / "llama-3-70b"
 
 

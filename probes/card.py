@@ -26,6 +26,7 @@ SUMMARY_FIELDS = (
     "d_model",
     "attention_kind",
     "parameters_total",
+    "parameters_active_per_token",
 )
 
 

@@ -105,7 +105,7 @@ def measured(
     try:
         found |= _losses(model, texts)
     except NotApplicable as reason:
-        why |= {n: f"not measurable: {reason} (loss per byte needs next-token logits)" for n in (10, 11, 13)}
+        why |= {n: f"not measurable: {reason}" for n in (10, 11, 13)}
     runs = {
         17: ("sinks", lambda: _row(summary("sinks", model, texts))),
         25: ("batch_invariance in float32 and bfloat16", lambda: _batch(model, texts)),

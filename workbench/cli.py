@@ -81,22 +81,13 @@ def card(
         loaded = _load(source, trust_remote_code, allow_pickle, config_ok=not measure)
         with console.status(f"measuring {source}" if measure else f"reading {source}", spinner="dots"):
             cards.append(build_card(loaded, measure=measure))
-    if other is None:
-        result = cards[0]
-        if fmt == "json":
-            print(result.to_json())
-        elif fmt == "markdown":
-            print(result.to_markdown(), end="")
-        else:
-            console.print(result.to_rich())
-        return
-    comparison = compare(*cards)
+    shown = cards[0] if other is None else compare(*cards)
     if fmt == "json":
-        print(comparison.to_json())
+        print(shown.to_json())
     elif fmt == "markdown":
-        print(comparison.to_markdown(), end="")
+        print(shown.to_markdown(), end="")
     else:
-        console.print(comparison.to_rich())
+        console.print(shown.to_rich())
 
 
 @app.command()

@@ -116,6 +116,10 @@ def test_quantisation_and_cross_modal_readers_on_config_only_directories(tmp_pat
     cross = workbench.card(workbench.load(str(tmp_path / "mllama"), device="meta"))
     assert cross.get(19)["cross_attention_layers"] == files["mllama"]["text_config"]["cross_attention_layers"]
     assert cross.get(19)["vision_config"] == files["mllama"]["vision_config"]["model_type"]
+    for card in (quantised, vision, cross):  # nothing silently missing: a value, or why there is none
+        assert [f.number for f in card.factors] == list(range(1, 31)) and all(f.source for f in card.factors)
+        for number in (2, 3, 4, 9):  # no tokenizer in a config-only directory
+            assert card.get(number) is None and "no tokenizer" in card.factor(number).source
 
 
 def _direct(name: str) -> dict[int, dict]:

@@ -12,22 +12,14 @@ import pytest
 import transformers as tf
 
 import workbench
+from workbench.models.shapes import LLAMA_3_70B
 
 LIMIT_KIB = 1_500_000  # the process's peak resident memory; a 70B model in bf16 alone is 140 GB
 
 
 def _configs(root: Path) -> dict[str, Path]:
     sizes = {
-        "llama-3-70b": tf.LlamaConfig(
-            vocab_size=128256,
-            hidden_size=8192,
-            intermediate_size=28672,
-            num_hidden_layers=80,
-            num_attention_heads=64,
-            num_key_value_heads=8,
-            max_position_embeddings=131072,
-            architectures=["LlamaForCausalLM"],
-        ),
+        "llama-3-70b": tf.LlamaConfig(**LLAMA_3_70B),
         "deepseek-v3": tf.DeepseekV3Config(architectures=["DeepseekV3ForCausalLM"]),  # the release's sizes
         # no file in workbench/arch/: discovered on a small CPU twin, sizes read from this config
         "glm-4.5-air": tf.Glm4MoeConfig(
