@@ -74,7 +74,7 @@ def test_pickle_loads_when_allowed(
 ) -> None:
     path, _ = broken_models["pickle_bypass"]
     assert run(["card", str(path), "--allow-pickle", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["architecture"]["layers"] == 3
+    assert json.loads(capsys.readouterr().out)["header"]["layers"]["value"] == 3
 
 
 def test_sharded_pickle_is_refused(copy: Path) -> None:
