@@ -55,7 +55,7 @@ def _model(name: str) -> Any:
             num_hidden_layers=4,
             num_attention_heads=8,
             num_key_value_heads=2,
-            max_position_embeddings=8192,
+            max_position_embeddings=32768,
         )
         return tf.LlamaForCausalLM(config).eval()
     raise KeyError(name)

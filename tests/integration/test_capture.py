@@ -11,6 +11,7 @@ import torch
 import workbench
 from workbench.capture import Capture, CaptureSpec, capture
 from workbench.capture.engine import CaptureTooLargeError
+from workbench.capture.fused import CHUNKED, FUSED
 from workbench.capture.store import CorruptStoreError
 from workbench.hooks.implementation import attention_implementation
 from workbench.models.tiny import VOCAB, build_tiny
@@ -115,8 +116,14 @@ def test_corrupt_store_is_one_clear_error(tmp_path: Path) -> None:
         Capture.load(tmp_path / "nothing-here")
 
 
+@pytest.mark.parametrize("route", ["auto", "chunked"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_streamed_statistics_equal_eager_patterns(tiny: workbench.WorkbenchModel, side: str) -> None:
+def test_streamed_statistics_equal_eager_patterns(
+    tiny: workbench.WorkbenchModel, side: str, route: str
+) -> None:
+    """Both routes (the fused kernel's log-sum-exp where exact, the chunked reference) against the
+    patterns eager attention materialises, on every tiny family (GPT-OSS: learned sinks and sliding
+    windows; BERT: bidirectional), both padding sides."""
     prompts = _prompts()
     spec = CaptureSpec(
         points=[r"blocks\.\d+\.attn\.hook_pattern"],
@@ -125,8 +132,11 @@ def test_streamed_statistics_equal_eager_patterns(tiny: workbench.WorkbenchModel
         chunk=3,
         batch_size=3,
         padding_side=side,
+        stat_route=route,
     )
     result = capture(tiny, prompts, spec, progress=False)
+    routes = set(result.meta["stat_routes"].values())
+    assert routes == ({CHUNKED} if route == "chunked" else {FUSED})  # no tiny family soft-caps or adds a bias
     for layer in range(tiny.cfg.n_layers):
         pre = f"blocks.{layer}.attn."
         for index in range(len(prompts)):

@@ -13,6 +13,8 @@ import psutil
 import torch
 from rich.progress import Progress
 
+from workbench.capture.fused import CHUNKED, FUSED, fused_stats
+from workbench.capture.fused import applies as fused_applies
 from workbench.capture.layout import layout_for, split_prompts
 from workbench.capture.spec import CaptureSpec
 from workbench.capture.store import Capture
@@ -189,9 +191,16 @@ def estimate_capture(
 
 
 def _stat_taps(
-    model: WorkbenchModel, stats: list[str], spec: CaptureSpec, state: dict[str, Any], sink: dict[str, Any]
+    model: WorkbenchModel,
+    stats: list[str],
+    spec: CaptureSpec,
+    state: dict[str, Any],
+    sink: dict[str, Any],
+    routes: dict[str, str] | None = None,
 ) -> list[Any]:
-    """Tap contexts computing the streamed statistics of every requested layer."""
+    """Tap contexts computing the streamed statistics of every requested layer (the route each layer
+    took goes into ``routes`` when given)."""
+    routes = {} if routes is None else routes
     contexts = []
     blocks = model.adapter.block_modules(model.base)
     by_layer: dict[int, list[str]] = {}
@@ -200,23 +209,21 @@ def _stat_taps(
     for layer, names in by_layer.items():
         attn = model.adapter.attention_module(blocks[layer])
 
-        def compute(call: Any, names: list[str] = names, attn: Any = attn) -> None:
+        def compute(call: Any, names: list[str] = names, attn: Any = attn, layer: int = layer) -> None:
             mask = state["mask"]
             # keys the cache no longer holds (sliding windows) shift the first real token's index
             first = state["first"] - (mask.shape[1] - call.key.shape[2])
-            values = streamed_stats(
-                call.query,
-                call.key,
-                call.mask,
-                call.scaling,
-                first,
-                spec.sink_tokens,
-                spec.chunk,
-                sinks=model.adapter.sink_logits(attn),
-                query_valid=mask[:, -call.query.shape[2] :],
-                causal=getattr(attn, "is_causal", False),
-                softcap=call.softcap,
-            )
+            common = {
+                "sinks": model.adapter.sink_logits(attn),
+                "query_valid": mask[:, -call.query.shape[2] :],
+                "causal": getattr(attn, "is_causal", False),
+            }
+            args = (call.query, call.key, call.mask, call.scaling, first, spec.sink_tokens)
+            if spec.stat_route == "auto" and fused_applies(call.mask, call.softcap):
+                values, route = fused_stats(*args, **common), FUSED
+            else:  # soft-capping or an additive bias: only the chunked path is exact
+                values, route = streamed_stats(*args, spec.chunk, **common, softcap=call.softcap), CHUNKED
+            routes[str(layer)] = route
             for name in names:
                 sink[name] = values[name.split(".")[-1]]
 
@@ -259,6 +266,7 @@ def capture(
         "prompts": _texts(prompts),
         "spec": spec.to_json(),
         "model_dtype": str(next(model.hf.parameters()).dtype),
+        "stat_routes": {},  # layer -> the route its streamed statistics took (fused or chunked)
     }
     result = Capture(points + stats, meta, directory, overwrite=overwrite)
     estimate = estimate_capture(model, ids, points, spec, stats)
@@ -301,7 +309,7 @@ def capture(
             batch_values.clear()
             with ExitStack() as stack, torch.no_grad():
                 stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
-                for context in _stat_taps(model, stats, spec, state, batch_values):
+                for context in _stat_taps(model, stats, spec, state, batch_values, meta["stat_routes"]):
                     stack.enter_context(context)
                 model.base(**inputs)  # every hook point lives in the base model: skip the LM head
             per_prompt = {

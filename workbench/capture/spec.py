@@ -53,7 +53,11 @@ class CaptureSpec:
         stats: Streamed attention statistics (``sink_mass``, ``key_mass``, ``entropy``), computed in query
             chunks from the tapped q and k, never holding a full pattern; the forward stays on sdpa.
         sink_tokens: How many leading real tokens count as the sink for ``sink_mass``.
-        chunk: Query chunk size of the streamed statistics.
+        chunk: Query chunk size of the streamed statistics (chunked route).
+        stat_route: ``"auto"``: each attention call's statistics from the fused kernel's log-sum-exp
+            where that is exact (a mask of visible / masked keys, no soft-capping), the chunked path
+            otherwise; ``"chunked"``: the chunked path everywhere (the reference). The capture's manifest
+            records the route each layer took (``meta["stat_routes"]``).
         batch_size: Prompts per forward pass.
         padding_side: ``"right"`` or ``"left"``; results are identical either way (positions come from the
             attention mask).
@@ -70,6 +74,7 @@ class CaptureSpec:
     stats: list[str] = field(default_factory=list)
     sink_tokens: int = 1
     chunk: int = 256
+    stat_route: Literal["auto", "chunked"] = "auto"
     batch_size: int = 8
     padding_side: Literal["right", "left"] = "right"
     memory_budget_gb: float | None = None
@@ -87,6 +92,8 @@ class CaptureSpec:
             raise InputError("the capture spec selects nothing: give points or stats")
         if self.padding_side not in ("right", "left"):
             raise InputError("padding_side must be 'right' or 'left'")
+        if self.stat_route not in ("auto", "chunked"):
+            raise InputError(f"stat_route must be 'auto' or 'chunked', got {shown(self.stat_route)}")
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type or range (one line naming the field) before anything uses them,

@@ -61,14 +61,16 @@ def streamed_stats(
     sink_mass = query.new_zeros(batch, heads, q_len, dtype=torch.float32)
     entropies = query.new_zeros(batch, heads, q_len, dtype=torch.float32)
     key_mass = query.new_zeros(batch, heads, k_len, dtype=torch.float32)
+    keys_t = key.float().transpose(2, 3)  # converted once
     for q0 in range(0, q_len, chunk):
         q1 = min(q0 + chunk, q_len)
-        scores = torch.matmul(query[:, :, q0:q1].float(), key.float().transpose(2, 3)) * scaling
+        seen = q1 + k_len - q_len if causal else k_len  # causal: later keys are masked, so skipped
+        scores = torch.matmul(query[:, :, q0:q1].float(), keys_t[..., :seen]) * scaling
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
         rows = additive_mask(mask, q_len, k_len, causal, torch.float32, query.device, rows=(q0, q1))
         if rows is not None:
-            scores = scores + rows
+            scores = scores + rows[..., :seen]
         if sinks is not None:
             sink_col = sinks.float().reshape(1, -1, 1, 1).expand(batch, -1, q1 - q0, 1)
             probs = torch.cat([scores, sink_col], dim=-1).softmax(-1)[..., :-1]
@@ -77,7 +79,7 @@ def streamed_stats(
         probs = probs.nan_to_num(0.0)  # fully masked (pad) query rows
         if query_valid is not None:
             probs = probs * query_valid[:, None, q0:q1, None].to(probs.dtype)
-        sink_mass[:, :, q0:q1] = (probs * in_sink[:, None, None, :]).sum(-1)
+        sink_mass[:, :, q0:q1] = (probs * in_sink[:, None, None, :seen]).sum(-1)
         entropies[:, :, q0:q1] = entropy(probs)
-        key_mass += probs.sum(2)
+        key_mass[..., :seen] += probs.sum(2)
     return {"stat_sink_mass": sink_mass, "stat_key_mass": key_mass, "stat_entropy": entropies}

@@ -14,3 +14,16 @@ LLAMA_3_70B = {
     "max_position_embeddings": 131072,
     "architectures": ["LlamaForCausalLM"],
 }
+
+# meta-llama/Meta-Llama-3-8B, config.json (LlamaConfig)
+LLAMA_3_8B = {
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "architectures": ["LlamaForCausalLM"],
+}
