@@ -72,11 +72,9 @@ def rows(dry_run: bool, lengths: list[int]) -> list[dict[str, Any]]:
                 return model.base(input_ids=ids)
 
         methods = {"sdpa_forward": forward}
-        for route in ("auto", "chunked") if length <= CHUNKED_UP_TO else ("auto",):
+        for route in ("fused", "chunked") if length <= CHUNKED_UP_TO else ("fused",):
             spec = CaptureSpec(stats=STATS, batch_size=1, stat_route=route, memory_budget_gb=1e3)
-            methods["fused" if route == "auto" else "chunked"] = lambda s=spec, i=ids: capture(
-                model, i, s, progress=False
-            )
+            methods[route] = lambda s=spec, i=ids: capture(model, i, s, progress=False)
         forward()  # warm-up: kernels, allocator
         base = None
         for name, run in methods.items():

@@ -46,7 +46,7 @@ def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
     if method == "eager_patterns":
         spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"], batch_size=1, memory_budget_gb=1e3)
     else:
-        spec = CaptureSpec(stats=STATS, batch_size=1, stat_route="auto" if method == "fused" else "chunked")
+        spec = CaptureSpec(stats=STATS, batch_size=1, stat_route=method)
     return lambda: capture(model, ids, spec, progress=False)
 
 

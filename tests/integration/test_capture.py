@@ -116,7 +116,7 @@ def test_corrupt_store_is_one_clear_error(tmp_path: Path) -> None:
         Capture.load(tmp_path / "nothing-here")
 
 
-@pytest.mark.parametrize("route", ["auto", "chunked"])
+@pytest.mark.parametrize("route", ["fused", "chunked"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_streamed_statistics_equal_eager_patterns(
     tiny: workbench.WorkbenchModel, side: str, route: str

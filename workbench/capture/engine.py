@@ -219,7 +219,7 @@ def _stat_taps(
                 "causal": getattr(attn, "is_causal", False),
             }
             args = (call.query, call.key, call.mask, call.scaling, first, spec.sink_tokens)
-            if spec.stat_route == "auto" and fused_applies(call.mask, call.softcap):
+            if spec.stat_route == "fused" and fused_applies(call.mask, call.softcap):
                 values, route = fused_stats(*args, **common), FUSED
             else:  # soft-capping or an additive bias: only the chunked path is exact
                 values, route = streamed_stats(*args, spec.chunk, **common, softcap=call.softcap), CHUNKED

@@ -136,13 +136,18 @@ def fused_stats(
     if heads != key.shape[1]:
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
     query, key = query.float(), key.float()
+    # every score of a query shifts by the same scale * q.c when the keys are centred on c: the
+    # probabilities do not change, and L and q.(A K) lose the common part that would cancel in fp32
+    center = key.mean(dim=2, keepdim=True)
+    key = key - center
+    offset = (query * center).sum(-1) * scaling  # [batch, head, q_pos]
     keep = visible_keys(mask, q_len, k_len)
     plain_causal = keep is None and causal and q_len == k_len
     if keep is None and causal and not plain_causal:  # a causal call over a cache: bottom-right aligned
         keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
     additive = None if keep is None else _additive(keep)
-    attended, lse = _kernel(query, key, key, additive, plain_causal, scaling)  # (A K), L
-    total = lse if sinks is None else torch.logaddexp(lse, sinks.float().reshape(1, -1, 1))
+    attended, lse = _kernel(query, key, key, additive, plain_causal, scaling)  # (A K), L, both centred
+    total = lse if sinks is None else torch.logaddexp(lse, sinks.float().reshape(1, -1, 1) - offset)
     live = torch.ones(batch, 1, q_len, dtype=torch.bool, device=query.device)
     if query_valid is not None:
         live = live & query_valid.bool()[:, None, :]
