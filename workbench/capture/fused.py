@@ -145,7 +145,12 @@ def fused_stats(
     plain_causal = keep is None and causal and q_len == k_len
     if keep is None and causal and not plain_causal:  # a causal call over a cache: bottom-right aligned
         keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
-    additive = None if keep is None else _additive(keep)
+    if keep is None:
+        additive = None
+    elif mask is not None and mask.dtype != torch.bool:  # already additive (0 / masked): reuse it
+        additive = mask[..., -q_len:, -k_len:].float()
+    else:
+        additive = _additive(keep)
     attended, lse = _kernel(query, key, key, additive, plain_causal, scaling)  # (A K), L, both centred
     total = lse if sinks is None else torch.logaddexp(lse, sinks.float().reshape(1, -1, 1) - offset)
     live = torch.ones(batch, 1, q_len, dtype=torch.bool, device=query.device)
