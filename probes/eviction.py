@@ -6,6 +6,10 @@ continuation is fed token by token, each new token appended to the cache. Report
 decoding with the full cache: perplexity of the continuation, ``KL(p_full || p_pruned)`` and top-1
 agreement, averaged over continuation positions.
 
+The policies read the prefill's streamed statistics (each key's accumulated attention and the last
+prompt rows, :class:`probes.kvcache.AttentionSummary`): the prefill stays on the model's sdpa attention,
+so prompts of 16k tokens fit where their patterns would not.
+
 Positions: ``"original"`` keeps every token's position (H2O, SnapKV); ``"cache"`` re-assigns positions
 inside the cache as StreamingLLM does (Xiao et al. 2023, Sec. 3.2): kept keys are re-rotated to positions
 ``0..B-1`` and new tokens continue from ``B``. Re-rotation needs standard rotate-half RoPE with no
@@ -23,9 +27,10 @@ from transformers import DynamicCache
 
 from probes.divergence import kl_divergence
 from probes.figures import lines_by_group
-from probes.kvcache import check_budgets, kept_set
+from probes.kvcache import SNAPKV_WINDOW, AttentionSummary, check_budgets, kept_set
 from probes.params import SHARE, param
 from probes.registry import Context, Needs, NotApplicable, Probe, per_model
+from workbench.capture import CaptureSpec, streaming
 from workbench.models.model import WorkbenchModel
 
 
@@ -49,20 +54,19 @@ def _reposition(model: WorkbenchModel, keys: torch.Tensor, index: torch.Tensor) 
 def _prune(
     model: WorkbenchModel,
     cache: DynamicCache,
-    patterns: dict[int, torch.Tensor],
+    summaries: dict[int, AttentionSummary],
     policy: str,
     budget: int,
     positions: str,
 ) -> None:
     """Prune each attention layer's cache (by layer: a hybrid's linear-attention layers keep a state,
     not keys, and are left as they are)."""
-    for layer, pattern in patterns.items():
+    for layer, summary in summaries.items():
         cached = cache.layers[layer]
-        if cached.keys.shape[2] != pattern.shape[-1]:
+        if cached.keys.shape[2] != summary.length:
             continue  # a sliding-window layer: its own window already bounds the cache
         kv_heads = cached.keys.shape[1]
-        grouped = pattern.float().unflatten(0, (kv_heads, -1)).sum(1)  # [kv_head, q, k] scores per KV head
-        keep = kept_set(policy, grouped, budget)  # [kv_head, k]
+        keep = kept_set(policy, summary.grouped(kv_heads), budget)  # [kv_head, k], scores per KV head
         index = keep.nonzero()[:, 1].view(kv_heads, -1)[None]  # [1, kv_head, B], ascending positions
         gather = index[..., None].expand(-1, -1, -1, cached.keys.shape[-1])
         keys = cached.keys.gather(2, gather)
@@ -98,20 +102,23 @@ def simulate_eviction(
     if budget < 1:
         raise ValueError(f"budget: expected at least one cache entry, got {budget}")
     runs = {}
-    names = model.hook_points(r"blocks\.\d+\.attn\.hook_pattern")
+    spec = CaptureSpec(stats=["key_mass", "tail_pattern"], tail=SNAPKV_WINDOW)
     for pruned in (False, True):
         cache = DynamicCache(config=model.config)
-        store: dict[str, torch.Tensor] = {}
-
-        def keep(value: torch.Tensor, name: str, store: dict[str, torch.Tensor] = store) -> None:
-            store[name] = value[0]
-
-        with model.hooks(dict.fromkeys(names, keep)):  # the same eager prefill for both runs
-            out = model.hf(input_ids=ids[:, :prompt_len], cache=cache, use_cache=True)
+        prompt = ids[:, :prompt_len]
+        with streaming(model, prompt, spec) as stats:  # the same prefill for both runs
+            out = model.hf(input_ids=prompt, cache=cache, use_cache=True)
         logits = [out.logits[:, -1]]
         start = prompt_len
         if pruned and budget < prompt_len:
-            _prune(model, cache, {int(n.split(".")[1]): store[n] for n in names}, policy, budget, positions)
+            summaries = {
+                int(name.split(".")[1]): AttentionSummary(
+                    value[0], stats[name.replace("key_mass", "tail_pattern")][0]
+                )
+                for name, value in stats.items()
+                if name.endswith("stat_key_mass")
+            }
+            _prune(model, cache, summaries, policy, budget, positions)
             if positions == "cache":
                 start = budget
         for step, token in enumerate(ids[0, prompt_len:-1].tolist()):

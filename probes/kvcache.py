@@ -3,7 +3,9 @@
 Definitions follow ``shared/PROBES.md`` ("KV cache"). Patterns are one prompt's attention [head, q, k].
 Eviction policies choose, per head, the set of keys a cache of ``budget`` entries keeps at the end of the
 prompt; retained mass is what the evaluated queries (by default the last prompt position, whose row
-decides the next token) put on that set.
+decides the next token) put on that set. Policies read only an :class:`AttentionSummary` of the pattern
+(each key's accumulated attention and the last query rows), which the streamed statistics give at any
+length without the pattern.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from probes.figures import lines_by_group
 from probes.params import SHARE, param
 from probes.registry import Context, Needs, Probe, last_layer, per_model
+from workbench.capture import Capture
 
 
 def kv_cache_bytes(
@@ -38,9 +41,54 @@ def kv_cache_bytes(
     return batch * tokens * per_token * bytes_per_element
 
 
-def accumulated_attention(pattern: torch.Tensor) -> torch.Tensor:
+SNAPKV_WINDOW = 32  # SnapKV's observation window (Li et al. 2024), the query rows a summary keeps
+
+
+@dataclass(frozen=True)
+class AttentionSummary:
+    """What the eviction policies read of one prompt's attention: the attention each key receives from
+    every query (``key_mass`` [head, k], H2O's accumulated score) and the last query rows (``tail``
+    [head, W, k]: SnapKV's observation window, the oracle's and the retained mass's last query).
+
+    Built from a full pattern (:meth:`of`), or from the streamed ``stat_key_mass`` and
+    ``stat_tail_pattern`` of a capture at any length.
+    """
+
+    key_mass: torch.Tensor
+    tail: torch.Tensor
+
+    @classmethod
+    def of(cls, pattern: torch.Tensor, window: int = SNAPKV_WINDOW) -> AttentionSummary:
+        """The summary of a pattern [head, q, k]."""
+        pattern = pattern.float()
+        return cls(pattern.sum(1), pattern[:, -window:])
+
+    @property
+    def heads(self) -> int:
+        return self.key_mass.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.key_mass.shape[-1]
+
+    def grouped(self, kv_heads: int) -> AttentionSummary:
+        """Summed over the query heads that share each of ``kv_heads`` KV heads (GQA)."""
+        return AttentionSummary(
+            self.key_mass.float().unflatten(0, (kv_heads, -1)).sum(1),
+            self.tail.float().unflatten(0, (kv_heads, -1)).sum(1),
+        )
+
+
+Attention = torch.Tensor | AttentionSummary  # a pattern [head, q, k] or its summary
+
+
+def _summary(attention: Attention) -> AttentionSummary:
+    return attention if isinstance(attention, AttentionSummary) else AttentionSummary.of(attention)
+
+
+def accumulated_attention(pattern: Attention) -> torch.Tensor:
     """H2O's heavy-hitter score (Zhang et al. 2023, Sec. 3): ``score[h, k] = sum_t A[h, t, k]``. [head, k]"""
-    return pattern.float().sum(1)
+    return _summary(pattern).key_mass.float()
 
 
 def sparsity(pattern: torch.Tensor, causal: bool = True, rel: float = 0.01) -> torch.Tensor:
@@ -73,30 +121,36 @@ def keep_sink_window(length: int, budget: int, heads: int, sinks: int = 4) -> to
     return keep
 
 
-def keep_h2o(pattern: torch.Tensor, budget: int, recent_share: float = 0.5) -> torch.Tensor:
+def keep_h2o(pattern: Attention, budget: int, recent_share: float = 0.5) -> torch.Tensor:
     """H2O (Zhang et al. 2023): heavy hitters by accumulated attention plus a recent window.
 
     ``budget x recent_share`` most recent keys, the rest the highest :func:`accumulated_attention` among the
     older keys (the paper's default is 10% heavy + 10% recent, i.e. ``recent_share = 0.5``). [head, k]
     """
-    heads, _, length = pattern.shape
+    summary = _summary(pattern)
+    heads, length = summary.heads, summary.length
     recent = round(budget * recent_share)
     keep = keep_recent(length, recent, heads)
-    score = accumulated_attention(pattern).masked_fill(keep, float("-inf"))
+    score = accumulated_attention(summary).masked_fill(keep, float("-inf"))
     heavy = min(budget - recent, length - recent)
     if heavy > 0:
         keep |= _mask_from(score.topk(heavy, -1).indices, length)
     return keep
 
 
-def keep_snapkv(pattern: torch.Tensor, budget: int, window: int = 32, kernel: int = 5) -> torch.Tensor:
+def keep_snapkv(
+    pattern: Attention, budget: int, window: int = SNAPKV_WINDOW, kernel: int = 5
+) -> torch.Tensor:
     """SnapKV (Li et al. 2024): the last ``window`` prompt queries vote; votes are average-pooled over
     neighbouring keys (``kernel``, as the released code's default avgpool); keep the top ``budget - window``
     older keys plus the window itself. [head, k]
     """
-    heads, _, length = pattern.shape
+    summary = _summary(pattern)
+    heads, length = summary.heads, summary.length
     window = min(window, budget, length)
-    votes = pattern.float()[:, -window:, : length - window].sum(1)  # [head, k - window]
+    if window > summary.tail.shape[1]:
+        raise ValueError(f"snapkv: a window of {window} queries needs that many tail rows")
+    votes = summary.tail.float()[:, -window:, : length - window].sum(1)  # [head, k - window]
     if votes.shape[-1] == 0:
         return keep_recent(length, budget, heads)
     pooled = F.avg_pool1d(votes[:, None], kernel, stride=1, padding=kernel // 2, count_include_pad=False)[
@@ -109,23 +163,25 @@ def keep_snapkv(pattern: torch.Tensor, budget: int, window: int = 32, kernel: in
     return keep
 
 
-def keep_oracle(pattern: torch.Tensor, budget: int, queries: int = 1) -> torch.Tensor:
+def keep_oracle(pattern: Attention, budget: int, queries: int = 1) -> torch.Tensor:
     """Oracle top-k: the keys the evaluated queries themselves attend to most (an upper bound). [head, k]"""
-    return _mask_from(pattern.float()[:, -queries:].sum(1).topk(budget, -1).indices, pattern.shape[-1])
+    summary = _summary(pattern)
+    return _mask_from(summary.tail.float()[:, -queries:].sum(1).topk(budget, -1).indices, summary.length)
 
 
-def retained_mass(pattern: torch.Tensor, keep: torch.Tensor, queries: int = 1) -> torch.Tensor:
+def retained_mass(pattern: Attention, keep: torch.Tensor, queries: int = 1) -> torch.Tensor:
     """Attention the last ``queries`` query rows put on the kept keys: ``sum_{k in S} A[t, k]``, mean over
     those queries. [head]"""
-    return (pattern.float()[:, -queries:] * keep[:, None]).sum(-1).mean(-1)
+    return (_summary(pattern).tail.float()[:, -queries:] * keep[:, None]).sum(-1).mean(-1)
 
 
 POLICIES = ("oracle", "recent", "sink_window", "h2o", "snapkv")
 
 
-def kept_set(policy: str, pattern: torch.Tensor, budget: int) -> torch.Tensor:
-    """The keep-mask [head, k] of one policy at one budget (entries)."""
-    heads, _, length = pattern.shape
+def kept_set(policy: str, pattern: Attention, budget: int) -> torch.Tensor:
+    """The keep-mask [head, k] of one policy at one budget (entries), from a pattern or its summary."""
+    pattern = _summary(pattern)
+    heads, length = pattern.heads, pattern.length
     if policy == "oracle":
         return keep_oracle(pattern, budget)
     if policy == "recent":
@@ -179,14 +235,14 @@ def check_budgets(budgets: tuple[float, ...]) -> None:
 
 
 def retention_curve(
-    patterns: list[torch.Tensor],
+    patterns: list[Attention],
     budgets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
     queries: int = 1,
 ) -> list[dict[str, float | str]]:
     """Retained mass per policy and budget (a share of each prompt's length), averaged over prompts and heads.
 
     Args:
-        patterns: One layer's patterns, one [head, q, k] per prompt.
+        patterns: One layer's patterns, one [head, q, k] (or its :class:`AttentionSummary`) per prompt.
         budgets: Cache budgets as shares of the prompt length.
         queries: Evaluated query rows at the end of each prompt.
 
@@ -198,13 +254,12 @@ def retention_curve(
     """
     check_budgets(budgets)
     rows: list[dict[str, float | str]] = []
+    summaries = [_summary(p) for p in patterns]
     for policy in POLICIES:
         for share in budgets:
             masses = [
-                float(
-                    retained_mass(p, kept_set(policy, p, max(1, round(share * p.shape[-1]))), queries).mean()
-                )
-                for p in patterns
+                float(retained_mass(p, kept_set(policy, p, max(1, round(share * p.length))), queries).mean())
+                for p in summaries
             ]
             rows.append({"policy": policy, "budget": share, "retained_mass": sum(masses) / len(masses)})
     return rows
@@ -222,11 +277,23 @@ class RetentionParams:
     budgets: tuple[float, ...] = param((0.1, 0.25, 0.5, 1.0), min_len=1, **SHARE)
 
 
+def summaries(result: Capture, layer: int) -> list[AttentionSummary]:
+    """One layer's :class:`AttentionSummary` per prompt, from a capture's streamed ``stat_key_mass`` and
+    ``stat_tail_pattern`` (any length) or its ``hook_pattern``."""
+    at = f"blocks.{layer}.attn."
+    if at + "stat_key_mass" in result.names:
+        return [
+            AttentionSummary(m, t)
+            for m, t in zip(result[at + "stat_key_mass"], result[at + "stat_tail_pattern"], strict=True)
+        ]
+    return [AttentionSummary.of(p) for p in result[at + "hook_pattern"]]
+
+
 def _kv_retention(ctx: Context, params: RetentionParams) -> pd.DataFrame:
-    result = ctx.capture(PATTERNS)
+    result = ctx.capture(stats=("key_mass", "tail_pattern"))
     rows = []
     for layer in range(ctx.model.cfg.n_layers):
-        curve = retention_curve(result[f"blocks.{layer}.attn.hook_pattern"], tuple(params.budgets))
+        curve = retention_curve(summaries(result, layer), tuple(params.budgets))
         rows += [{"layer": layer, **row} for row in curve]
     return pd.DataFrame(rows)
 

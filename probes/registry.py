@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -96,10 +96,11 @@ class Context:
         """The group of each text in :attr:`prompts`."""
         return [g for g, texts in self.texts.items() for _ in texts]
 
-    def capture(self, *points: str) -> Capture:
-        """Capture hook points for the prompt set (kept on disk under the store when one is set; a probe
-        redone after a kill replaces its own store)."""
-        spec, store = CaptureSpec(points=list(points)), self.store
+    def capture(self, *points: str, stats: Sequence[str] = ()) -> Capture:
+        """Capture hook points and streamed statistics (``stats``, CaptureSpec's names) for the prompt
+        set (kept on disk under the store when one is set; a probe redone after a kill replaces its own
+        store)."""
+        spec, store = CaptureSpec(points=list(points), stats=list(stats)), self.store
         return capture(
             self.model, self.prompts, spec, out_dir=store, progress=False, overwrite=store is not None
         )

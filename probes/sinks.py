@@ -3,6 +3,8 @@
 Definitions follow ``shared/PROBES.md`` ("Attention sinks"). Every function takes tensors or a
 :class:`workbench.Capture` and returns plain tensors or a tidy ``pandas.DataFrame`` (one row per
 layer x head or layer x position); figures are built from those tables in :mod:`probes.figures`.
+The pattern measures need only the attention each key receives (``sum_q A[q, k]``), so they read a
+capture's streamed ``stat_key_mass`` (any length, no pattern held) or, failing that, its patterns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,24 @@ from workbench.capture import Capture
 from workbench.models.model import WorkbenchModel
 
 PATTERN = "blocks.{layer}.attn.hook_pattern"
+KEY_MASS = "blocks.{layer}.attn.stat_key_mass"
 RESID = "blocks.{layer}.hook_resid_post"
+
+
+def key_masses(capture: Capture, layer: int) -> list[torch.Tensor]:
+    """The attention each key receives, ``sum_q A[h, q, k]`` [head, k] per prompt, from the capture's
+    streamed ``stat_key_mass`` or its ``hook_pattern``."""
+    name = KEY_MASS.format(layer=layer)
+    if name in capture.names:
+        return [m.float() for m in capture[name]]
+    return [p.float().sum(1) for p in capture[PATTERN.format(layer=layer)]]
+
+
+def alpha_from_key_mass(key_mass: torch.Tensor, key: int = 0, causal: bool = True) -> torch.Tensor:
+    """:func:`key_alpha` from the attention each key receives [head, k] (a square pattern's length):
+    ``key_mass[h, key] / (T - key)`` causal, ``/ T`` bidirectional. [head]"""
+    length = key_mass.shape[-1]
+    return key_mass[:, key].float() / (length - key if causal else length)
 
 
 def key_alpha(pattern: torch.Tensor, key: int = 0, causal: bool = True) -> torch.Tensor:
@@ -70,7 +89,7 @@ def sink_table(
         raise ValueError(f"eps: expected a share of attention in [0, 1), got {eps!r}")
     rows = []
     for layer in range(n_layers):
-        alphas = torch.stack([key_alpha(p, key, causal) for p in capture[PATTERN.format(layer=layer)]])
+        alphas = torch.stack([alpha_from_key_mass(m, key, causal) for m in key_masses(capture, layer)])
         for head in range(alphas.shape[1]):
             rows.append(
                 {
@@ -93,8 +112,8 @@ def position_mass(capture: Capture, n_layers: int) -> pd.DataFrame:
     rows = []
     for layer in range(n_layers):
         per_position: dict[int, list[float]] = {}
-        for pattern in capture[PATTERN.format(layer=layer)]:
-            for position, value in enumerate(pattern.float().mean(dim=(0, 1)).tolist()):
+        for mass in key_masses(capture, layer):
+            for position, value in enumerate((mass.mean(0) / mass.shape[-1]).tolist()):
                 per_position.setdefault(position, []).append(value)
         rows += [{"layer": layer, "position": p, "mass": sum(v) / len(v)} for p, v in per_position.items()]
     return pd.DataFrame(rows)
@@ -109,10 +128,10 @@ def token_mass(capture: Capture, n_layers: int, token_ids: Sequence[int]) -> pd.
     for layer in range(n_layers):
         for token_id in token_ids:
             shares = []
-            for ids, pattern in zip(capture.tokens, capture[PATTERN.format(layer=layer)], strict=True):
+            for ids, mass in zip(capture.tokens, key_masses(capture, layer), strict=True):
                 match = ids == token_id
-                if match.any():
-                    shares.append(float(pattern.float()[:, :, match].sum(-1).mean()))
+                if match.any():  # mean over heads and queries of sum over matching keys of A[q, k]
+                    shares.append(float(mass[:, match].sum(-1).mean() / mass.shape[-1]))
             rows.append({"layer": layer, "token_id": token_id, "mass": sum(shares) / max(len(shares), 1)})
     return pd.DataFrame(rows)
 
@@ -238,10 +257,8 @@ def sink_tokens(capture: Capture, tokenizer: object, layer: int, top: int = 3) -
     """
     specials = {getattr(tokenizer, f"{role}_token_id", None): role for role in ("bos", "cls", "sep", "eos")}
     rows = []
-    for prompt, (ids, pattern) in enumerate(
-        zip(capture.tokens, capture[PATTERN.format(layer=layer)], strict=True)
-    ):
-        mass = pattern.float().mean(dim=(0, 1))
+    for prompt, (ids, key_mass) in enumerate(zip(capture.tokens, key_masses(capture, layer), strict=True)):
+        mass = key_mass.mean(0) / key_mass.shape[-1]  # mean over heads and queries of A[q, k]
         for position in mass.topk(min(top, len(mass))).indices.tolist():
             token_id = int(ids[position])
             text = tokenizer.decode([token_id])
@@ -280,7 +297,7 @@ class SinksParams:
 
 def _sinks(ctx: Context, params: SinksParams) -> pd.DataFrame:
     cfg = ctx.model.cfg
-    return sink_table(ctx.capture(PATTERNS), cfg.n_layers, causal=cfg.causal, eps=params.eps)
+    return sink_table(ctx.capture(stats=["key_mass"]), cfg.n_layers, causal=cfg.causal, eps=params.eps)
 
 
 SINKS = Probe(
@@ -327,7 +344,7 @@ MASSIVE_ACTIVATIONS = Probe(
 def _special_mass(ctx: Context, params: NoParams) -> pd.DataFrame:
     tokenizer = ctx.model.tokenizer
     special = [i for i in tokenizer.all_special_ids if i != tokenizer.pad_token_id]
-    table = token_mass(ctx.capture(PATTERNS), ctx.model.cfg.n_layers, sorted(set(special)))
+    table = token_mass(ctx.capture(stats=["key_mass"]), ctx.model.cfg.n_layers, sorted(set(special)))
     return table.assign(token=[tokenizer.convert_ids_to_tokens(int(i)) for i in table.token_id])
 
 

@@ -123,12 +123,16 @@ def test_streamed_statistics_equal_eager_patterns(
 ) -> None:
     """Both routes (the fused kernel's log-sum-exp where exact, the chunked reference) against the
     patterns eager attention materialises, on every tiny family (GPT-OSS: learned sinks and sliding
-    windows; BERT: bidirectional), both padding sides."""
+    windows; BERT: bidirectional), both padding sides: every statistic."""
     prompts = _prompts()
+    key_tokens = prompts[0][:3].tolist()
     spec = CaptureSpec(
         points=[r"blocks\.\d+\.attn\.hook_pattern"],
-        stats=["sink_mass", "key_mass", "entropy"],
+        stats=["sink_mass", "key_mass", "entropy", "set_mass", "distance", "top_keys", "tail_pattern"],
         sink_tokens=2,
+        key_tokens=key_tokens,
+        top_k=3,
+        tail=3,
         chunk=3,
         batch_size=3,
         padding_side=side,
@@ -139,15 +143,26 @@ def test_streamed_statistics_equal_eager_patterns(
     assert routes == ({CHUNKED} if route == "chunked" else {FUSED})  # no tiny family soft-caps or adds a bias
     for layer in range(tiny.cfg.n_layers):
         pre = f"blocks.{layer}.attn."
-        for index in range(len(prompts)):
+        for index, ids in enumerate(prompts):
             pattern = result[pre + "hook_pattern"][index].float()  # [head, q, k]
-            sink = result[pre + "stat_sink_mass"][index]
-            torch.testing.assert_close(sink, pattern[..., :2].sum(-1), atol=1e-5, rtol=0)
-            torch.testing.assert_close(
-                result[pre + "stat_key_mass"][index], pattern.sum(1), atol=1e-5, rtol=0
-            )
-            entropy = -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)
-            torch.testing.assert_close(result[pre + "stat_entropy"][index], entropy, atol=1e-5, rtol=0)
+            stat = {name: result[pre + "stat_" + name][index] for name in spec.stats}
+            positions = torch.arange(len(ids)).float()
+            expected = {
+                "sink_mass": pattern[..., :2].sum(-1),
+                "key_mass": pattern.sum(1),
+                "entropy": -(pattern * pattern.clamp_min(1e-30).log()).sum(-1),
+                "set_mass": pattern[..., torch.isin(ids, torch.tensor(key_tokens))].sum(-1),
+                "distance": (pattern * (positions[:, None] - positions[None, :])).sum(-1),
+                "tail_pattern": pattern[:, -3:],
+            }
+            for name, value in expected.items():
+                scale = max(1.0, float(value.abs().max()))  # distances are tokens: relative above 1
+                torch.testing.assert_close(stat[name] / scale, value / scale, atol=1e-5, rtol=0, msg=name)
+            top, count = stat["top_keys"], (pattern > 0).sum(-1, keepdim=True).clamp(max=3)
+            assert torch.equal((top >= 0).sum(-1, keepdim=True), count)
+            shown = torch.arange(3) < count
+            got = pattern.gather(-1, top.clamp(min=0)) * shown  # the pattern at the keys it names
+            torch.testing.assert_close(got, pattern.topk(3, -1).values * shown, atol=1e-6, rtol=0)
 
 
 def test_streamed_statistics_keep_sdpa() -> None:
@@ -234,3 +249,30 @@ def test_streamed_statistics_of_an_unpadded_encoder_are_bidirectional() -> None:
     entropy = -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)
     torch.testing.assert_close(result["blocks.0.attn.stat_entropy"][0], entropy, atol=1e-5, rtol=0)
     torch.testing.assert_close(result["blocks.0.attn.stat_key_mass"][0], pattern.sum(1), atol=1e-5, rtol=0)
+
+
+def test_large_scores_take_the_float64_kernels_and_stay_exact() -> None:
+    """Gemma 4's global layers (512-wide heads, q and k RMS-normed, scale 1) have scores of hundreds:
+    the fused route runs them in float64 (recorded in the manifest) and equals eager."""
+    import transformers
+
+    from workbench.capture.fused import FUSED_64
+    from workbench.families.tiny import tiny_config
+
+    torch.manual_seed(0)
+    model = workbench.load(transformers.AutoModelForCausalLM.from_config(tiny_config("gemma4_text")).eval())
+    spec = CaptureSpec(
+        points=[r"blocks\.\d+\.attn\.hook_pattern"], stats=["sink_mass", "entropy", "key_mass"]
+    )
+    result = capture(model, _prompts(), spec, progress=False)
+    assert result.meta["stat_routes"]["1"] == FUSED_64  # layer 1: the global layer
+    for layer in range(model.cfg.n_layers):
+        pre = f"blocks.{layer}.attn."
+        for index, pattern in enumerate(result[pre + "hook_pattern"]):
+            pattern = pattern.double()
+            entropy = -(pattern * pattern.clamp_min(1e-300).log()).sum(-1)
+            torch.testing.assert_close(
+                result[pre + "stat_entropy"][index].double(), entropy, atol=1e-5, rtol=0
+            )
+            sink = result[pre + "stat_sink_mass"][index].double()
+            torch.testing.assert_close(sink, pattern[..., 0], atol=1e-5, rtol=0)

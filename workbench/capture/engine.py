@@ -3,8 +3,8 @@ spilling to disk past the budget, and streamed attention statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,14 +13,11 @@ import psutil
 import torch
 from rich.progress import Progress
 
-from workbench.capture.fused import CHUNKED, FUSED, fused_stats
-from workbench.capture.fused import applies as fused_applies
 from workbench.capture.layout import layout_for, split_prompts
 from workbench.capture.spec import CaptureSpec
+from workbench.capture.stat_taps import stat_point, stat_taps
 from workbench.capture.store import Capture
-from workbench.capture.streamed import STAT_POINTS, streamed_stats
 from workbench.errors import InputError, WorkbenchError
-from workbench.hooks.attention_tap import tap
 from workbench.models.model import WorkbenchModel
 
 Prompts = str | Sequence[str] | Sequence[torch.Tensor] | torch.Tensor
@@ -73,7 +70,7 @@ def _resolve_names(model: WorkbenchModel, spec: CaptureSpec) -> tuple[list[str],
     points = [n for n in model.hook_points(spec.points) if spec.keeps_layer(n)] if spec.points else []
     blocks = model.adapter.block_modules(model.base)
     stats = [
-        f"blocks.{layer}.attn.{STAT_POINTS[s]}"
+        stat_point(layer, s)
         for layer in layers
         if (spec.layers is None or layer in spec.layers) and model.adapter.attention_module(blocks[layer])
         for s in spec.stats
@@ -134,6 +131,16 @@ def _selected(n: int, spec: CaptureSpec) -> int:
 STAT_TEMPORARIES = 5  # [batch, head, chunk, k_pos] float32 tensors alive at once in streamed_stats
 
 
+def _stat_bytes(name: str, length: int, selected: int, spec: CaptureSpec, float_size: int) -> float:
+    """Bytes per head one prompt of ``length`` tokens (``selected`` of them kept) stores for a streamed
+    statistic: per key (key mass), per kept query, ``top_k`` int64 ids per kept query, or ``tail`` rows."""
+    if name.endswith("stat_top_keys"):
+        return 8 * spec.top_k * selected
+    if name.endswith("stat_tail_pattern"):
+        return float_size * spec.tail * length
+    return float_size * (length if name.endswith("stat_key_mass") else selected)
+
+
 def estimate_capture(
     model: WorkbenchModel,
     ids: list[torch.Tensor],
@@ -176,11 +183,9 @@ def estimate_capture(
         kept = len(spec.heads) if spec.heads is not None else heads
         stat_size = storage_size or 4
         for name in stats:
-            by_query = layout_for(name).pos_axis is not None  # key mass is per key: every position kept
-            stored += kept * stat_size * sum(_selected(n, spec) if by_query else n for n in lengths)
-        batch += (
-            4 * heads * batch_prompts * longest * (len(stats) + STAT_TEMPORARIES * min(spec.chunk, longest))
-        )
+            stored += kept * sum(_stat_bytes(name, n, _selected(n, spec), spec, stat_size) for n in lengths)
+            batch += heads * batch_prompts * _stat_bytes(name, longest, longest, spec, 4)
+        batch += 4 * heads * batch_prompts * longest * STAT_TEMPORARIES * min(spec.chunk, longest)
     if spec.memory_budget_gb is not None:
         budget = int(spec.memory_budget_gb * 2**30)
     elif stored + batch < SMALL_CAPTURE:
@@ -188,47 +193,6 @@ def estimate_capture(
     else:
         budget = int(0.4 * psutil.virtual_memory().available)
     return Estimate(int(stored), int(batch), budget)
-
-
-def _stat_taps(
-    model: WorkbenchModel,
-    stats: list[str],
-    spec: CaptureSpec,
-    state: dict[str, Any],
-    sink: dict[str, Any],
-    routes: dict[str, str] | None = None,
-) -> list[Any]:
-    """Tap contexts computing the streamed statistics of every requested layer (the route each layer
-    took goes into ``routes`` when given)."""
-    routes = {} if routes is None else routes
-    contexts = []
-    blocks = model.adapter.block_modules(model.base)
-    by_layer: dict[int, list[str]] = {}
-    for name in stats:
-        by_layer.setdefault(int(name.split(".")[1]), []).append(name)
-    for layer, names in by_layer.items():
-        attn = model.adapter.attention_module(blocks[layer])
-
-        def compute(call: Any, names: list[str] = names, attn: Any = attn, layer: int = layer) -> None:
-            mask = state["mask"]
-            # keys the cache no longer holds (sliding windows) shift the first real token's index
-            first = state["first"] - (mask.shape[1] - call.key.shape[2])
-            common = {
-                "sinks": model.adapter.sink_logits(attn),
-                "query_valid": mask[:, -call.query.shape[2] :],
-                "causal": getattr(attn, "is_causal", False),
-            }
-            args = (call.query, call.key, call.mask, call.scaling, first, spec.sink_tokens)
-            if spec.stat_route == "fused" and fused_applies(call.mask, call.softcap):
-                values, route = fused_stats(*args, **common), FUSED
-            else:  # soft-capping or an additive bias: only the chunked path is exact
-                values, route = streamed_stats(*args, spec.chunk, **common, softcap=call.softcap), CHUNKED
-            routes[str(layer)] = route
-            for name in names:
-                sink[name] = values[name.split(".")[-1]]
-
-        contexts.append(tap(attn, {"inputs": [compute]}, model.adapter.eager_attention(attn)))
-    return contexts
 
 
 def capture(
@@ -302,6 +266,7 @@ def capture(
             batch = {k: v.to(model.device) for k, v in _batch(chunk, pad, spec.padding_side).items()}
             mask = batch["attention_mask"]
             state["mask"], state["first"] = mask, mask.float().argmax(dim=1)
+            state["ids"] = batch["input_ids"]
             if bool(mask.all()):  # no padding: HF's default mask and positions are the same, and cheaper
                 inputs = {"input_ids": batch["input_ids"]}
             else:
@@ -309,7 +274,7 @@ def capture(
             batch_values.clear()
             with ExitStack() as stack, torch.no_grad():
                 stack.enter_context(model.hooks(dict.fromkeys(points, keep)))
-                for context in _stat_taps(model, stats, spec, state, batch_values, meta["stat_routes"]):
+                for context in stat_taps(model, stats, spec, state, batch_values, meta["stat_routes"]):
                     stack.enter_context(context)
                 model.base(**inputs)  # every hook point lives in the base model: skip the LM head
             per_prompt = {
@@ -327,3 +292,19 @@ def capture(
     if directory is not None:
         result.save(directory)
     return result
+
+
+@contextmanager
+def streaming(
+    model: WorkbenchModel, ids: torch.Tensor, spec: CaptureSpec
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The streamed statistics ``spec.stats`` of a forward pass run inside the block on one unpadded
+    prompt ``ids`` [1, pos] (a prefill that also fills a cache, say); the yielded dict fills with point
+    name -> value [1, ...] as the pass runs."""
+    _, stats = _names(model, spec)
+    values: dict[str, torch.Tensor] = {}
+    state = {"mask": torch.ones_like(ids), "first": ids.new_zeros(1), "ids": ids}
+    with ExitStack() as stack:
+        for context in stat_taps(model, stats, spec, state, values):
+            stack.enter_context(context)
+        yield values

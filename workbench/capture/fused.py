@@ -9,6 +9,8 @@ where masked), ``L[q] = logsumexp_k s[q, k]`` and, with a learned sink logit ``z
 - entropy ``-sum_k p log p = w[q] * (L'[q] - scale * q.(A K)[q])``, where ``w[q] = exp(L[q] - L'[q])`` is
   the mass on real keys and ``(A K)[q] = sum_k softmax(s[q])_k k_k`` is the kernel's output with the
   keys as values (the same call returns ``L``);
+- mass on a key set ``sum_{k in S} p[q, k]`` and the mean look-back ``sum_k p[q, k] (i - k)`` (query
+  ``i``, key ``k``) as more columns of the same call's values (an indicator of the set, the key index);
 - key mass ``sum_q p[q, k] = exp(L_T[k])``: ``L_T`` is the log-sum-exp of a second call with the roles
   swapped, queries ``[k, 1]`` and keys ``[q, -L'[q] / scale]`` (so that ``scale`` times their dot product
   is ``scale * q.k - L'[q]``), over the reversed sequence so that a causal mask stays causal; a pad query
@@ -16,7 +18,9 @@ where masked), ``L[q] = logsumexp_k s[q, k]`` and, with a learned sink logit ``z
 
 The identities need a mask of visible / masked keys only (:func:`applies`): an additive bias (ALiBi) or
 soft-capped scores (Gemma 2) keep the chunked path (:func:`workbench.capture.streamed.streamed_stats`),
-which is also the reference these are tested against.
+which is also the reference these are tested against. ``L - scale * q.(A K)`` subtracts two numbers of
+the scores' size, so a call whose scores can exceed :data:`FP32_SCORE_BOUND` runs the kernel in float64
+(:func:`score_dtype`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from __future__ import annotations
 import torch
 
 FUSED = "fused log-sum-exp"
+FUSED_64 = "fused log-sum-exp, float64"
 CHUNKED = "chunked"
+# scores bounded by this keep fp32 rounding in L - scale q.(A K) near 1e-6; above it the kernel runs in
+# float64 (2-3x the fp32 call): Gemma 4's 512-wide global heads (scale 1) reach 512
+FP32_SCORE_BOUND = 16.0
 
 
 def _kernel(
@@ -66,9 +74,9 @@ def visible_keys(mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.Ten
     return keep[..., -q_len:, -k_len:]
 
 
-def _additive(keep: torch.Tensor) -> torch.Tensor:
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A keep-mask as the kernel's additive float mask (0 visible, -inf masked)."""
-    return torch.zeros(keep.shape, device=keep.device).masked_fill(~keep, -torch.inf)
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, -torch.inf)
 
 
 def _sink_mass(
@@ -102,6 +110,31 @@ def _sink_mass(
     return probs.nan_to_num(0.0).sum(-1)
 
 
+def score_dtype(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.dtype | None:
+    """The precision one call's identities need: float32 while ``scale * max |q| * max |k - mean k|``
+    (a bound on every score after centring) stays within :data:`FP32_SCORE_BOUND`, float64 above it on
+    CPU, None where the device has no float64 kernel (the chunked path then takes the call)."""
+    key = key.float()
+    centred = key - key.mean(dim=2, keepdim=True)
+    bound = scaling * query.float().norm(dim=-1).amax() * centred.norm(dim=-1).amax()
+    if float(bound) <= FP32_SCORE_BOUND:
+        return torch.float32
+    return torch.float64 if query.device.type == "cpu" else None
+
+
+def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``parts`` joined on the last axis, with zero columns up to a multiple of 8 (kernels want it)."""
+    joined = torch.cat(parts, dim=-1)
+    width = -joined.shape[-1] % 8
+    return torch.cat([joined, joined.new_zeros(*joined.shape[:-1], width)], dim=-1) if width else joined
+
+
+def _widen(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` with zero columns up to ``width`` on the last axis."""
+    extra = width - x.shape[-1]
+    return torch.cat([x, x.new_zeros(*x.shape[:-1], extra)], dim=-1) if extra else x
+
+
 def fused_stats(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -112,6 +145,9 @@ def fused_stats(
     sinks: torch.Tensor | None = None,
     query_valid: torch.Tensor | None = None,
     causal: bool = True,
+    in_set: torch.Tensor | None = None,
+    distance: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """Sink mass, key mass and entropy of one attention call from two fused-kernel calls (same inputs and
     results as :func:`workbench.capture.streamed.streamed_stats`) for a call where :func:`applies`.
@@ -126,18 +162,21 @@ def fused_stats(
         sinks: Learned per-head sink logits [head], or None.
         query_valid: [batch, q_pos] real (1) or pad (0) queries.
         causal: Whether a missing mask means causal attention.
+        in_set: [batch, k_pos] keys of a fixed set (``stat_set_mass``), or None.
+        distance: Also return ``stat_distance``.
+        dtype: The kernels' precision (:func:`score_dtype`).
 
     Returns:
-        ``stat_sink_mass`` and ``stat_entropy`` [batch, head, q_pos], ``stat_key_mass`` [batch, head, k_pos]
-        (float32).
+        ``stat_sink_mass``, ``stat_entropy`` (and ``stat_set_mass``, ``stat_distance``) [batch, head, q_pos],
+        ``stat_key_mass`` [batch, head, k_pos] (float32).
     """
-    batch, heads, q_len, _ = query.shape
+    batch, heads, q_len, d = query.shape
     k_len = key.shape[2]
     if heads != key.shape[1]:
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
-    query, key = query.float(), key.float()
+    query, key = query.to(dtype), key.to(dtype)
     # every score of a query shifts by the same scale * q.c when the keys are centred on c: the
-    # probabilities do not change, and L and q.(A K) lose the common part that would cancel in fp32
+    # probabilities do not change, and L and q.(A K) lose the common part that would cancel
     center = key.mean(dim=2, keepdim=True)
     key = key - center
     offset = (query * center).sum(-1) * scaling  # [batch, head, q_pos]
@@ -148,11 +187,21 @@ def fused_stats(
     if keep is None:
         additive = None
     elif mask is not None and mask.dtype != torch.bool:  # already additive (0 / masked): reuse it
-        additive = mask[..., -q_len:, -k_len:].float()
+        additive = mask[..., -q_len:, -k_len:].to(dtype)
     else:
-        additive = _additive(keep)
-    attended, lse = _kernel(query, key, key, additive, plain_causal, scaling)  # (A K), L, both centred
-    total = lse if sinks is None else torch.logaddexp(lse, sinks.float().reshape(1, -1, 1) - offset)
+        additive = _additive(keep, dtype)
+    columns = [key]
+    if in_set is not None:
+        columns.append(in_set[:, None, :, None].to(dtype).expand(batch, heads, k_len, 1))
+    if distance:
+        index = torch.arange(k_len, device=query.device, dtype=dtype)
+        columns.append(index[None, None, :, None].expand(batch, heads, k_len, 1))
+    values = _padded(columns)
+    width = values.shape[-1]
+    # L and (A K) of the centred keys (zero columns widen q and k to the values' width)
+    out, lse = _kernel(_widen(query, width), _widen(key, width), values, additive, plain_causal, scaling)
+    attended = out[..., :d]
+    total = lse if sinks is None else torch.logaddexp(lse, sinks.to(dtype).reshape(1, -1, 1) - offset)
     live = torch.ones(batch, 1, q_len, dtype=torch.bool, device=query.device)
     if query_valid is not None:
         live = live & query_valid.bool()[:, None, :]
@@ -161,19 +210,26 @@ def fused_stats(
     total = total.masked_fill(~live, torch.inf)  # pad queries: p = 0
     real = torch.exp(lse - total)  # mass on real keys (1 without a learned sink)
     dots = (query * attended).sum(-1) * scaling
-    entropy = (real * (total - dots)).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    stats = {
+        "stat_entropy": (real * (total - dots)).nan_to_num(0.0, posinf=0.0, neginf=0.0),
+        "stat_sink_mass": _sink_mass(query, key, keep, total, scaling, first, sink_tokens, causal),
+    }
+    column = d
+    if in_set is not None:
+        stats["stat_set_mass"] = (real * out[..., column]).nan_to_num(0.0)
+        column += 1
+    if distance:
+        here = torch.arange(q_len, device=query.device, dtype=dtype) + (k_len - q_len)
+        stats["stat_distance"] = (real * (here - out[..., column])).nan_to_num(0.0)
 
-    sink_mass = _sink_mass(query, key, keep, total, scaling, first, sink_tokens, causal)
-
-    ones = query.new_ones(batch, heads, k_len, 1)
     shift = (-total / scaling).masked_fill(~torch.isfinite(total), -torch.inf)[..., None]
-    width = -(key.shape[-1] + 1) % 8  # zero columns: kernels want head sizes in multiples of 8
-    rows = torch.cat([key, ones, key.new_zeros(batch, heads, k_len, width)], dim=-1).flip(2)
-    cols = torch.cat([query, shift, query.new_zeros(batch, heads, q_len, width)], dim=-1).flip(2)
+    rows = _padded([key, query.new_ones(batch, heads, k_len, 1)]).flip(2)
+    cols = _padded([query, shift]).flip(2)
     swapped = None if keep is None else additive.transpose(-1, -2).flip(-1, -2)
     causal_swapped = keep is None and causal and q_len == k_len
     _, lse_t = _kernel(rows, cols, torch.zeros_like(cols), swapped, causal_swapped, scaling)
     key_mass = torch.exp(lse_t).flip(2).nan_to_num(0.0)
     if keep is not None:  # a key no live query sees gets 0 (the kernel's L = 0 on an empty row)
         key_mass = key_mass * (keep & live[..., None]).any(-2)
-    return {"stat_sink_mass": sink_mass, "stat_key_mass": key_mass, "stat_entropy": entropy}
+    stats["stat_key_mass"] = key_mass
+    return {name: value.float() for name, value in stats.items()}

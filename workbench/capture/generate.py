@@ -23,9 +23,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from workbench.capture.engine import _names, _stat_taps
+from workbench.capture.engine import _names
 from workbench.capture.layout import layout_for, split_prompts
 from workbench.capture.spec import CaptureSpec
+from workbench.capture.stat_taps import stat_taps
 from workbench.capture.store import Capture
 from workbench.errors import InputError
 from workbench.models.model import Inputs, WorkbenchModel
@@ -129,12 +130,13 @@ def stream_generate(
         mask = torch.ones(1, feed.shape[1], dtype=torch.long, device=ids.device)
         state["mask"] = torch.ones(1, sequence.shape[1], dtype=torch.long, device=ids.device)
         state["first"] = torch.zeros(1, dtype=torch.long, device=ids.device)
+        state["ids"] = sequence
         values.clear()
         start = sequence.shape[1] - feed.shape[1]
         position_ids = torch.arange(start, sequence.shape[1], device=ids.device)[None]
         with ExitStack() as stack, torch.no_grad():
             stack.enter_context(model.hooks(hooks))
-            for context in _stat_taps(model, stats, spec, state, values):
+            for context in stat_taps(model, stats, spec, state, values):
                 stack.enter_context(context)
             out = model.hf(input_ids=feed, position_ids=position_ids, cache=cache, use_cache=True)
         step_values = {}

@@ -38,7 +38,9 @@ def layout_for(name: str) -> Layout:
     """The layout of a hook point (or streamed statistic) from its documented shape."""
     if name.endswith(".stat_key_mass"):  # [batch, head, k_pos]
         return Layout(pos_axis=None, key_axis=1, head_axis=0, tokens=False, quadratic=False)
-    if ".stat_" in name:  # other streamed statistics: [batch, head, pos]
+    if name.endswith(".stat_tail_pattern"):  # [batch, head, tail, k_pos]
+        return Layout(pos_axis=None, key_axis=2, head_axis=0, tokens=False, quadratic=False)
+    if ".stat_" in name:  # other streamed statistics: [batch, head, pos] ([..., top_k] for top_keys)
         return Layout(pos_axis=1, key_axis=None, head_axis=0, tokens=False, quadratic=False)
     shape = doc_for(name).shape.split(" or ")[0]
     axes = [a.strip() for a in re.sub(r"[\[\]]", "", shape).split(",")]

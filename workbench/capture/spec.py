@@ -14,7 +14,7 @@ from workbench.capture.layout import Layout
 from workbench.errors import InputError, shown
 
 Positions = Literal["all", "last"] | list[int] | tuple[int, int]
-STATS = ("sink_mass", "key_mass", "entropy")
+STATS = ("sink_mass", "key_mass", "entropy", "set_mass", "distance", "top_keys", "tail_pattern")
 REDUCTIONS = ("mean_pos", "norm")
 
 
@@ -50,16 +50,21 @@ class CaptureSpec:
             the model's. Integer values (expert ids) keep their own dtype.
         reduce: Optional reduction per stored value: ``"mean_pos"`` (mean over positions) or ``"norm"``
             (L2 norm over the last axis).
-        stats: Streamed attention statistics (``sink_mass``, ``key_mass``, ``entropy``), computed in query
-            chunks from the tapped q and k, never holding a full pattern; the forward stays on sdpa.
+        stats: Streamed attention statistics, never holding a full pattern (the forward stays on sdpa):
+            ``sink_mass``, ``key_mass``, ``entropy``, ``set_mass`` (mass on the keys holding
+            ``key_tokens``), ``distance`` (mean look-back in tokens), ``top_keys`` (the ``top_k``
+            highest-scoring keys per query) and ``tail_pattern`` (the pattern rows of the last ``tail``
+            queries); formulas in :mod:`workbench.capture.streamed`.
         sink_tokens: How many leading real tokens count as the sink for ``sink_mass``.
-        chunk: Query chunk size of the streamed statistics (chunked route).
-        stat_route: ``"chunked"`` (default): the chunked path everywhere (the reference); ``"fused"``:
-            each attention call's statistics from the fused kernel's log-sum-exp where the identities
-            hold (a mask of visible / masked keys, no soft-capping), the chunked path otherwise: 2-3x the
-            forward instead of 6-14x at 4k-16k tokens, but its log-sum-exp carries the kernel's fp32
-            rounding, up to 4e-5 from the eager pattern on heads with large scores (Gemma 4's 512-wide
-            global heads), so it is not the default yet. The capture's manifest records the route each
+        key_tokens: Token ids whose keys form the set of ``set_mass`` (delimiters, BOS ...).
+        top_k: Keys per query of ``top_keys``.
+        tail: Query rows per prompt of ``tail_pattern``.
+        chunk: Query chunk size of the chunked route (and of ``top_keys``).
+        stat_route: ``"fused"`` (default): the first five statistics from the fused attention kernel's
+            log-sum-exp wherever its identities are exact (a mask of visible / masked keys, no
+            soft-capping), in float64 where the scores are large enough for fp32 rounding to show, the
+            chunked path otherwise (Gemma 2, ALiBi): 2-3x the forward instead of 6-14x at 4k-16k tokens;
+            ``"chunked"``: the chunked reference everywhere. The capture's manifest records the route each
             layer took (``meta["stat_routes"]``).
         batch_size: Prompts per forward pass.
         padding_side: ``"right"`` or ``"left"``; results are identical either way (positions come from the
@@ -76,8 +81,11 @@ class CaptureSpec:
     reduce: str | None = None
     stats: list[str] = field(default_factory=list)
     sink_tokens: int = 1
+    key_tokens: list[int] | None = None
+    top_k: int = 8
+    tail: int = 32
     chunk: int = 256
-    stat_route: Literal["chunked", "fused"] = "chunked"
+    stat_route: Literal["fused", "chunked"] = "fused"
     batch_size: int = 8
     padding_side: Literal["right", "left"] = "right"
     memory_budget_gb: float | None = None
@@ -95,8 +103,10 @@ class CaptureSpec:
             raise InputError("the capture spec selects nothing: give points or stats")
         if self.padding_side not in ("right", "left"):
             raise InputError("padding_side must be 'right' or 'left'")
-        if self.stat_route not in ("chunked", "fused"):
-            raise InputError(f"stat_route must be 'chunked' or 'fused', got {shown(self.stat_route)}")
+        if self.stat_route not in ("fused", "chunked"):
+            raise InputError(f"stat_route must be 'fused' or 'chunked', got {shown(self.stat_route)}")
+        if "set_mass" in self.stats and not self.key_tokens:
+            raise InputError("the set_mass statistic needs key_tokens: the token ids whose keys form the set")
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type or range (one line naming the field) before anything uses them,
@@ -110,7 +120,10 @@ class CaptureSpec:
         if not _positions(self.positions):
             expected = "'all', 'last', a list of ints or a (start, stop) pair"
             raise InputError(f"positions must be {expected}, got {shown(self.positions)}")
-        for name in ("sink_tokens", "chunk", "batch_size"):
+        tokens = self.key_tokens
+        if tokens is not None and not (_sequence(tokens) and all(_int(t) and t >= 0 for t in tokens)):
+            raise InputError(f"key_tokens must be None or a list of token ids >= 0, got {shown(tokens)}")
+        for name in ("sink_tokens", "top_k", "tail", "chunk", "batch_size"):
             value = getattr(self, name)
             if not (_int(value) and value >= 1):
                 raise InputError(f"{name} must be an int >= 1, got {shown(value)}")

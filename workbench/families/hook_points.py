@@ -11,6 +11,17 @@ from workbench.models.backends import tl_maps
 _LAYER = re.compile(r"^blocks\.\d+\.")
 
 
+STATS = [  # streamed statistics: name, shape, meaning, whether the fused route computes them
+    ("sink_mass", "[batch, head, pos]", "mass on the first `sink_tokens` real tokens", "yes"),
+    ("key_mass", "[batch, head, k_pos]", "attention each key receives (H2O)", "yes"),
+    ("entropy", "[batch, head, pos]", "entropy of each query's attention, nats", "yes"),
+    ("set_mass", "[batch, head, pos]", "mass on the keys holding `key_tokens`", "yes"),
+    ("distance", "[batch, head, pos]", "mean look-back `sum_k p (i - k)`, tokens", "yes"),
+    ("top_keys", "[batch, head, pos, top_k]", "positions of the `top_k` highest-scoring keys", "chunked"),
+    ("tail_pattern", "[batch, head, tail, k_pos]", "pattern rows of the last `tail` real queries", "chunked"),
+]
+
+
 def _family_points() -> tuple[dict[str, set[str]], set[str]]:
     """Point templates each family offers (read from tiny random-init models of its real HF class), and
     the templates served by the attention tap rather than a module boundary."""
@@ -54,11 +65,22 @@ def render() -> str:
         "",
         "## Streamed statistics",
         "",
-        "`CaptureSpec(stats=[...])` adds per-layer statistics computed in query chunks from the tapped q",
-        "and k (the forward pass keeps sdpa; no T x T pattern is held): `blocks.{L}.attn.stat_sink_mass`",
-        "[batch, head, pos] (mass on the first `sink_tokens` real tokens), `blocks.{L}.attn.stat_key_mass`",
-        "[batch, head, k_pos] (attention each key receives, H2O) and `blocks.{L}.attn.stat_entropy`",
-        "[batch, head, pos] (nats). Captures store them per prompt without the batch axis.",
+        "`CaptureSpec(stats=[...])` adds per-layer statistics computed from the tapped q and k while the",
+        "forward pass keeps sdpa; no T x T pattern is held. Captures store them per prompt without the",
+        "batch axis. Each is exact (fp32) against the eager pattern; formulas in",
+        "`workbench/capture/streamed.py`, routes in `workbench/capture/stat_taps.py`.",
+        "",
+        "| point | shape | meaning | fused route |",
+        "|---|---|---|---|",
+        *(
+            f"| `blocks.{{L}}.attn.stat_{name}` | {shape} | {meaning} | {route} |"
+            for name, shape, meaning, route in STATS
+        ),
+        "",
+        'The fused route (`stat_route="fused"`, the default) takes the fused attention kernel\'s',
+        "log-sum-exp where its identities are exact (a mask that shows or hides keys, no soft-capping), in",
+        "float64 where the scores are large enough for fp32 rounding to show; soft-capped (Gemma 2) and",
+        'biased (ALiBi) calls take the chunked path. `capture.meta["stat_routes"]` records each layer\'s.',
     ]
     lines += ["", "## Points per family", "", "| point | " + " | ".join(families) + " |"]
     lines += ["|---|" + "---|" * len(families)]
