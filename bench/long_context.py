@@ -5,11 +5,15 @@ Methods, on the Llama-shaped random-init model of ``bench/capture.py`` (d_model 
 GQA 8/2), one prompt of T tokens: ``sdpa_forward`` (the model's forward, nothing captured),
 ``eager_patterns`` (every attention pattern materialised; skipped where the patterns alone would not fit
 in memory), ``chunked`` (the streamed statistics' chunked path, 256 queries a chunk) and ``fused`` (the
-fused kernel's log-sum-exp route). Each run is its own subprocess, so its peak RSS (above the loaded model)
-is its own; the methods alternate within each round and the ratio to the sdpa forward is taken per round.
+fused kernel's log-sum-exp route). ``--probes`` runs the probes built on those statistics instead: the
+sink table (Gu et al. alpha per head, from the streamed key mass) and the eviction simulation with H2O and
+SnapKV at a budget of T / 4 (prefill streaming key mass and the last 32 rows twice, 16 continuation
+tokens decoded over the pruned and the full cache). Each run is its own subprocess, so its peak RSS (above
+the loaded model) is its own; the methods alternate within each round and the ratio to the sdpa forward is
+taken per round.
 
 Run: ``.venv/bin/python bench/long_context.py`` (``--lengths 1024 4096`` for fewer; about 15 minutes with
-16k on 2 cores); it prints the markdown table recorded in docs/benchmarks.md.
+16k on 2 cores; ``--probes``: about 10); it prints the markdown table recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import torch
 from capture import _ids, _model  # bench/capture.py, beside this script
 
 METHODS = ("sdpa_forward", "eager_patterns", "chunked", "fused")
+PROBES = ("sdpa_forward", "sink_table", "eviction_h2o", "eviction_snapkv")
 STATS = ["sink_mass", "key_mass", "entropy"]
+CONTINUATION = 16  # tokens the eviction simulation decodes after the pruned prompt
 
 
 def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
@@ -43,6 +49,17 @@ def _runner(method: str, hf: Any, ids: torch.Tensor) -> Any:
                 return model.base(input_ids=ids)
 
         return forward
+    if method == "sink_table":
+        from probes.sinks import sink_table
+
+        spec = CaptureSpec(stats=["key_mass"], batch_size=1)
+        return lambda: sink_table(capture(model, ids, spec, progress=False), model.cfg.n_layers)
+    if method.startswith("eviction_"):
+        from probes.eviction import simulate_eviction
+
+        length = ids.shape[1]
+        tokens = torch.cat([ids, ids[:, :CONTINUATION]], dim=1)  # the continuation: the prompt's start again
+        return lambda: simulate_eviction(model, tokens, length, method.split("_")[1], length // 4)
     if method == "eager_patterns":
         spec = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"], batch_size=1, memory_budget_gb=1e3)
     else:
@@ -84,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--rounds", type=int, default=3, help="rounds below 16k tokens (16k: one)")
+    parser.add_argument("--probes", action="store_true", help="the sink and eviction probes instead")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -91,14 +109,15 @@ def main() -> None:
         return
     print("| tokens | method | seconds (median) | x sdpa forward | peak MiB above load |")
     print("|---|---|---|---|---|")
+    chosen = PROBES if args.probes else METHODS
     for length in args.lengths:
-        methods = [m for m in METHODS if _fits(m, length)]
+        methods = [m for m in chosen if _fits(m, length)]
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
         for _ in range(args.rounds if length < 16384 else 1):
             for method in methods:
                 runs[method].append(_subprocess(method, length))
         base = runs["sdpa_forward"]
-        for method in METHODS:
+        for method in chosen:
             if method not in runs:
                 need = 2 * 4 * 8 * length**2 * 4 / 2**30
                 print(f"| {length} | {method} | does not fit (about {need:.0f} GiB) | | |")

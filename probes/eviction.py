@@ -18,6 +18,7 @@ attention scaling (Llama, Mistral, Qwen, Mixtral, OLMoE, Granite-MoE).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -75,6 +76,23 @@ def _prune(
         cached.values = values
 
 
+def _decode(
+    model: WorkbenchModel, cache: DynamicCache, tokens: list[int], start: int, first: torch.Tensor
+) -> torch.Tensor:
+    """Log-probabilities [len(tokens) + 1, vocab]: ``first`` (the prefill's last logits), then each token
+    fed at positions ``start, start + 1, ...`` over ``cache``."""
+    logits = [first]
+    for step, token in enumerate(tokens):
+        out = model.hf(
+            input_ids=torch.tensor([[token]]),
+            position_ids=torch.tensor([[start + step]]),
+            cache=cache,
+            use_cache=True,
+        )
+        logits.append(out.logits[:, -1])
+    return torch.cat(logits).float().log_softmax(-1)
+
+
 @torch.no_grad()
 def simulate_eviction(
     model: WorkbenchModel,
@@ -101,37 +119,25 @@ def simulate_eviction(
         raise ValueError(f"prompt_len: expected 1 <= prompt_len < {ids.shape[-1]} tokens, got {prompt_len}")
     if budget < 1:
         raise ValueError(f"budget: expected at least one cache entry, got {budget}")
-    runs = {}
+    prompt, cache = ids[:, :prompt_len], DynamicCache(config=model.config)
     spec = CaptureSpec(stats=["key_mass", "tail_pattern"], tail=SNAPKV_WINDOW)
-    for pruned in (False, True):
-        cache = DynamicCache(config=model.config)
-        prompt = ids[:, :prompt_len]
-        with streaming(model, prompt, spec) as stats:  # the same prefill for both runs
-            out = model.hf(input_ids=prompt, cache=cache, use_cache=True)
-        logits = [out.logits[:, -1]]
-        start = prompt_len
-        if pruned and budget < prompt_len:
-            summaries = {
-                int(name.split(".")[1]): AttentionSummary(
-                    value[0], stats[name.replace("key_mass", "tail_pattern")][0]
-                )
-                for name, value in stats.items()
-                if name.endswith("stat_key_mass")
-            }
-            _prune(model, cache, summaries, policy, budget, positions)
-            if positions == "cache":
-                start = budget
-        for step, token in enumerate(ids[0, prompt_len:-1].tolist()):
-            position = torch.tensor([[start + step]])
-            out = model.hf(
-                input_ids=torch.tensor([[token]]),
-                position_ids=position,
-                cache=cache,
-                use_cache=True,
+    with streaming(model, prompt, spec) as stats:  # one prefill; the pruned run decodes from a copy
+        out = model.hf(input_ids=prompt, cache=cache, use_cache=True)
+    pruned_cache, start = copy.deepcopy(cache), prompt_len
+    if budget < prompt_len:
+        summaries = {
+            int(name.split(".")[1]): AttentionSummary(
+                value[0], stats[name.replace("key_mass", "tail_pattern")][0]
             )
-            logits.append(out.logits[:, -1])
-        runs[pruned] = torch.cat(logits).float().log_softmax(-1)
-    full, pruned_logp = runs[False], runs[True]
+            for name, value in stats.items()
+            if name.endswith("stat_key_mass")
+        }
+        _prune(model, pruned_cache, summaries, policy, budget, positions)
+        if positions == "cache":
+            start = budget
+    continuation = ids[0, prompt_len:-1].tolist()
+    full = _decode(model, cache, continuation, prompt_len, out.logits[:, -1])
+    pruned_logp = _decode(model, pruned_cache, continuation, start, out.logits[:, -1])
     targets = ids[0, prompt_len:]
     nll = -pruned_logp.gather(-1, targets[:, None]).mean()
     return {

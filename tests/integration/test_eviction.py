@@ -9,7 +9,8 @@ import torch
 
 import workbench
 from probes.eviction import eviction_table, simulate_eviction
-from probes.kvcache import POLICIES
+from probes.kvcache import POLICIES, SNAPKV_WINDOW, AttentionSummary, kept_set
+from workbench.capture import CaptureSpec, capture, streaming
 from workbench.models.tiny import VOCAB, build_tiny
 
 
@@ -122,3 +123,28 @@ def test_eviction_table_on_a_zoo_model() -> None:
         direct["perplexity"],
         direct["top1_agreement"],
     )
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_oss", "deepseek_v3"])
+def test_the_streamed_prefill_gives_the_policies_the_patterns_summary(family: str) -> None:
+    """The eviction prefill streams each layer's key mass and last 32 rows on sdpa: they equal the eager
+    patterns' (GPT-OSS: learned sinks, sliding layers; DeepSeek-V3: MLA), and every policy keeps the same
+    keys from either."""
+    model = workbench.load(build_tiny(family))
+    ids = _ids(40)
+    spec = CaptureSpec(stats=["key_mass", "tail_pattern"], tail=SNAPKV_WINDOW)
+    with torch.no_grad(), streaming(model, ids, spec) as stats:
+        model.hf(input_ids=ids)
+    eager = capture(model, ids, CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]), progress=False)
+    kv_heads = model.cfg.n_kv_heads
+    for layer in range(model.cfg.n_layers):
+        at = f"blocks.{layer}.attn."
+        pattern = eager[at + "hook_pattern"][0]
+        summary = AttentionSummary(stats[at + "stat_key_mass"][0], stats[at + "stat_tail_pattern"][0])
+        torch.testing.assert_close(summary.key_mass, pattern.float().sum(1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(summary.tail, pattern.float()[:, -SNAPKV_WINDOW:], atol=1e-6, rtol=0)
+        grouped = pattern.float().unflatten(0, (kv_heads, -1)).sum(1)
+        for policy in POLICIES:
+            for budget in (4, 12):
+                got = kept_set(policy, summary.grouped(kv_heads), budget)
+                assert torch.equal(got, kept_set(policy, grouped, budget)), (layer, policy, budget)

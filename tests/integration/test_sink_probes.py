@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -193,3 +194,29 @@ def test_ablation_and_eviction_run_on_every_causal_zoo_model(name: str) -> None:
     ids = model.encode(_prompts()[0])["input_ids"][:, :40]
     table = eviction_table(model, ids, prompt_len=32, budgets=(0.25, 1.0), policies=("h2o", "snapkv"))
     assert (table[table.budget == 1.0].kl == 0).all()
+
+
+@pytest.mark.parametrize("name", ["planted-sink", "minilm"])
+def test_tables_from_the_streamed_key_mass_equal_those_from_patterns(name: str) -> None:
+    """Every pattern measure needs only sum_q A[q, k]: the capture without patterns (streamed key mass,
+    any length) gives the tables of the capture with them (causal and bidirectional)."""
+    from probes.sinks import sink_tokens
+
+    model = workbench.load(name)
+    prompts = _prompts()
+    patterns = capture(
+        model, prompts, CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"]), progress=False
+    )
+    streamed = capture(model, prompts, CaptureSpec(stats=["key_mass"]), progress=False)
+    assert not any(n.endswith("hook_pattern") for n in streamed.names)
+    n_layers, causal, tok = model.cfg.n_layers, model.cfg.causal, model.tokenizer
+    specials = sorted({i for i in tok.all_special_ids if i != tok.pad_token_id})
+    for table in (
+        lambda c: sink_table(c, n_layers, causal=causal),
+        lambda c: position_mass(c, n_layers),
+        lambda c: token_mass(c, n_layers, specials),
+        lambda c: sink_tokens(c, tok, layer=1, top=3),
+    ):
+        expected, found = table(patterns), table(streamed)
+        assert len(found) > 0
+        pd.testing.assert_frame_equal(found, expected, check_exact=False, atol=1e-5, rtol=0)
