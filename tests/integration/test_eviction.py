@@ -9,7 +9,7 @@ import torch
 
 import workbench
 from probes.eviction import eviction_table, simulate_eviction
-from probes.kvcache import POLICIES, SNAPKV_WINDOW, AttentionSummary, kept_set
+from probes.kvcache import POLICIES, SNAPKV_WINDOW, AttentionSummary, kept_set, retention_curve
 from workbench.capture import CaptureSpec, capture, streaming
 from workbench.models.tiny import VOCAB, build_tiny
 
@@ -148,3 +148,7 @@ def test_the_streamed_prefill_gives_the_policies_the_patterns_summary(family: st
             for budget in (4, 12):
                 got = kept_set(policy, summary.grouped(kv_heads), budget)
                 assert torch.equal(got, kept_set(policy, grouped, budget)), (layer, policy, budget)
+        curve, reference = retention_curve([summary]), retention_curve([pattern])  # the kv_retention probe
+        assert [r["retained_mass"] for r in curve] == pytest.approx(
+            [r["retained_mass"] for r in reference], abs=1e-5
+        )

@@ -202,3 +202,18 @@ def test_top_keys_and_tail_rows_equal_the_float64_pattern(
     for b in range(batch):
         real = valid[b].nonzero().squeeze(-1)
         torch.testing.assert_close(rows[b].double(), probs[b][:, real[-6:]], atol=1e-6, rtol=0)
+
+
+def test_a_sink_logit_far_above_the_scores_keeps_the_key_mass_exact() -> None:
+    """A learned sink logit of 100 puts that head's L' far above the others': the key-mass call's query
+    weights exp(min L' - L') would underflow fp32, so it runs in float64 and stays exact."""
+    torch.manual_seed(5)
+    q, k = torch.randn(1, 4, 17, 16), torch.randn(1, 2, 17, 16)
+    keep = _keep(1, 17, True, None, [0], "right")
+    first, valid = torch.zeros(1, dtype=torch.long), torch.ones(1, 17)
+    logits = torch.tensor([100.0, 0.0, -3.0, 2.0])
+    got = fused_stats(q, k, None, SCALE, first, SINK_TOKENS, sinks=logits)
+    expected = _reference(q, k, keep, first, logits, valid)
+    for name in ("stat_key_mass", "stat_sink_mass", "stat_entropy"):
+        torch.testing.assert_close(got[name].double(), expected[name], atol=1e-5, rtol=0, msg=name)
+    assert float(expected["stat_key_mass"][0, 1:].sum()) > 1  # the other heads still carry their mass

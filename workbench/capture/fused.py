@@ -11,10 +11,10 @@ where masked), ``L[q] = logsumexp_k s[q, k]`` and, with a learned sink logit ``z
   keys as values (the same call returns ``L``);
 - mass on a key set ``sum_{k in S} p[q, k]`` and the mean look-back ``sum_k p[q, k] (i - k)`` (query
   ``i``, key ``k``) as more columns of the same call's values (an indicator of the set, the key index);
-- key mass ``sum_q p[q, k] = exp(L_T[k])``: ``L_T`` is the log-sum-exp of a second call with the roles
-  swapped, queries ``[k, 1]`` and keys ``[q, -L'[q] / scale]`` (so that ``scale`` times their dot product
-  is ``scale * q.k - L'[q]``), over the reversed sequence so that a causal mask stays causal; a pad query
-  gets ``-inf`` and adds nothing.
+- key mass ``sum_q p[q, k] = exp(L_T[k] - c) * O_T[k]``: a second call with the roles swapped (the keys
+  as queries, the queries as keys, over the reversed sequence so that a causal mask stays causal) whose
+  values are the weights ``w[q] = exp(c - L'[q])`` (``c = min L'``): its log-sum-exp ``L_T`` and output
+  ``O_T`` give ``sum_q exp(s[q, k]) w[q]``; a pad query has weight 0 and adds nothing.
 
 The identities need a mask of visible / masked keys only (:func:`applies`): an additive bias (ALiBi) or
 soft-capped scores (Gemma 2) keep the chunked path (:func:`workbench.capture.streamed.streamed_stats`),
@@ -33,6 +33,9 @@ CHUNKED = "chunked"
 # scores bounded by this keep fp32 rounding in L - scale q.(A K) near 1e-6; above it the kernel runs in
 # float64 (2-3x the fp32 call): Gemma 4's 512-wide global heads (scale 1) reach 512
 FP32_SCORE_BOUND = 16.0
+# the key-mass call weights each query by exp(min L' - L'); a wider spread of L' than this (learned sink
+# logits far above the scores) would underflow fp32 weights, so that call runs in float64
+MAX_WEIGHT_SPREAD = 60.0
 
 
 def _kernel(
@@ -222,13 +225,20 @@ def fused_stats(
         here = torch.arange(q_len, device=query.device, dtype=dtype) + (k_len - q_len)
         stats["stat_distance"] = (real * (here - out[..., column])).nan_to_num(0.0)
 
-    shift = (-total / scaling).masked_fill(~torch.isfinite(total), -torch.inf)[..., None]
-    rows = _padded([key, query.new_ones(batch, heads, k_len, 1)]).flip(2)
-    cols = _padded([query, shift]).flip(2)
-    swapped = None if keep is None else additive.transpose(-1, -2).flip(-1, -2)
+    # the swapped call over the reversed sequence (a causal mask stays causal): keys ask, queries answer
+    # with the value w = exp(c - L'), so exp(L_T - c) * out = sum_q exp(s - L') = sum_q p[q, k]
+    finite = torch.isfinite(total)
+    low = total[finite].min() if bool(finite.any()) else total.new_zeros(())
+    wide = bool(finite.any()) and float(total[finite].max() - low) > MAX_WEIGHT_SPREAD
+    swap_dtype = torch.float64 if wide and query.device.type == "cpu" else dtype
+    weight = torch.exp(low - total).masked_fill(~finite, 0.0)
+    answers = torch.zeros_like(query)
+    answers[..., 0] = weight
+    rows, cols = key.flip(2).to(swap_dtype), query.flip(2).to(swap_dtype)
+    swapped = None if keep is None else additive.transpose(-1, -2).flip(-1, -2).to(swap_dtype)
     causal_swapped = keep is None and causal and q_len == k_len
-    _, lse_t = _kernel(rows, cols, torch.zeros_like(cols), swapped, causal_swapped, scaling)
-    key_mass = torch.exp(lse_t).flip(2).nan_to_num(0.0)
+    out_t, lse_t = _kernel(rows, cols, answers.flip(2).to(swap_dtype), swapped, causal_swapped, scaling)
+    key_mass = (torch.exp(lse_t - low) * out_t[..., 0]).flip(2).nan_to_num(0.0)
     if keep is not None:  # a key no live query sees gets 0 (the kernel's L = 0 on an empty row)
         key_mass = key_mass * (keep & live[..., None]).any(-2)
     stats["stat_key_mass"] = key_mass

@@ -18,7 +18,8 @@ float32, divided by the reference's largest magnitude where that exceeds 1; tole
 - ``ranking``: column 0 of ``moe.hook_expert_indices`` is the top choice: the served ids are in descending
   order of a selection score computed from the router module itself (its logits, or sigmoid plus its
   ``e_score_correction_bias``);
-- ``stats``: the streamed sink mass, key mass and entropy equal those of the eager pattern.
+- ``stats``: the streamed sink mass, key mass and entropy (the default route) equal those of the eager
+  pattern; ``padded stats``: so do a prefix's, batched with the prompt and padded left or right (causal).
 
 A family is *full* when every block offers the standard points (``hook_resid_mid`` only where the block is
 sequential; router points for MoE families) and every check passes; *partial* lists what is missing or
@@ -196,22 +197,40 @@ def _rank_violation(router: Any, logits: torch.Tensor, served: torch.Tensor) -> 
     return float((chosen[:, 1:] - chosen[:, :-1]).clamp_min(0).max()) if chosen.shape[1] > 1 else 0.0
 
 
+def _expected_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sink mass (one sink token), key mass and entropy of one prompt's pattern [head, q, k], float64."""
+    p = pattern.double()
+    return {
+        "stat_sink_mass": p[..., 0],
+        "stat_key_mass": p.sum(1),
+        "stat_entropy": -(p * p.clamp_min(1e-30).log()).sum(-1),
+    }
+
+
 def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor], checks: _Checks) -> None:
+    """``stats``: the streamed statistics of the prompt against its eager patterns; ``padded stats``
+    (causal models): a prefix of it batched with the whole prompt, padded on either side, against the
+    patterns' leading square (under causal attention the prefix's own)."""
+    from dataclasses import replace
+
     from workbench.capture import CaptureSpec, capture
 
-    stats = capture(model, ids, CaptureSpec(stats=["sink_mass", "key_mass", "entropy"]), progress=False)
+    spec = CaptureSpec(stats=["sink_mass", "key_mass", "entropy"])
+    stats = capture(model, ids, spec, progress=False)
+    short = ids.shape[1] - 3
+    padded = {
+        side: capture(model, [ids[0], ids[0, :short]], replace(spec, padding_side=side), progress=False)
+        for side in (("left", "right") if model.cfg.causal else ())
+    }
     for name in stats.names:
-        layer = int(name.split(".")[1])
+        layer, stat = int(name.split(".")[1]), name.split(".")[-1]
         pattern = values.get(f"blocks.{layer}.attn.hook_pattern")
         if pattern is None:
             continue
-        p = pattern[0].double()  # [head, q, k]
-        expected = {
-            "stat_sink_mass": p[..., 0],
-            "stat_key_mass": p.sum(1),
-            "stat_entropy": -(p * p.clamp_min(1e-30).log()).sum(-1),
-        }[name.split(".")[-1]]
-        checks.add("stats", stats[name][0], expected)
+        checks.add("stats", stats[name][0], _expected_stats(pattern[0])[stat])
+        prefix = _expected_stats(pattern[0, :, :short, :short])[stat]
+        for result in padded.values():
+            checks.add("padded stats", result[name][1], prefix)
 
 
 def check_model(model: Any, ids: torch.Tensor, reference: Any = None) -> tuple[dict[str, float], list[str]]:
