@@ -43,16 +43,16 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(run: Any, device: torch.device) -> tuple[float, float]:
-    """Seconds and peak memory (GPU: allocated; CPU: the process's RSS) of one run."""
+def timed(run: Any, device: torch.device) -> tuple[float, float, Any]:
+    """Seconds, peak memory (GPU: allocated; CPU: the process's RSS) and the result of one run."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    run()
+    result = run()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, _peak_mib(device)
+    return time.perf_counter() - start, _peak_mib(device), result
 
 
 def rows(dry_run: bool, lengths: list[int]) -> list[dict[str, Any]]:
@@ -78,8 +78,9 @@ def rows(dry_run: bool, lengths: list[int]) -> list[dict[str, Any]]:
         forward()  # warm-up: kernels, allocator
         base = None
         for name, run in methods.items():
-            seconds, peak = timed(run, device)
+            seconds, peak, result = timed(run, device)
             base = base or seconds
+            routes = getattr(result, "meta", {}).get("stat_routes", {})
             out.append(
                 {
                     "tokens": length,
@@ -87,6 +88,7 @@ def rows(dry_run: bool, lengths: list[int]) -> list[dict[str, Any]]:
                     "seconds": seconds,
                     "ratio": seconds / base,
                     "peak_mib": peak,
+                    "routes": " + ".join(sorted(set(routes.values()))) or "-",
                 }
             )
     return out
@@ -98,11 +100,13 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [256] if args.dry_run else [32768, 131072]
     table = rows(args.dry_run, lengths)
-    print(f"| tokens | method | seconds | x sdpa forward | peak MiB ({'RSS' if args.dry_run else 'GPU'}) |")
-    print("|---|---|---|---|---|")
+    memory = "RSS" if args.dry_run else "GPU"
+    print(f"| tokens | method | seconds | x sdpa forward | peak MiB ({memory}) | routes taken |")
+    print("|---|---|---|---|---|---|")
     for r in table:
         print(
-            f"| {r['tokens']} | {r['method']} | {r['seconds']:.2f} | {r['ratio']:.2f} | {r['peak_mib']:.0f} |"
+            f"| {r['tokens']} | {r['method']} | {r['seconds']:.2f} | {r['ratio']:.2f} | {r['peak_mib']:.0f} "
+            f"| {r['routes']} |"
         )
 
 

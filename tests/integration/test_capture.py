@@ -123,11 +123,18 @@ def test_streamed_statistics_equal_eager_patterns(
 ) -> None:
     """Both routes (the fused kernel's log-sum-exp where exact, the chunked reference) against the
     patterns eager attention materialises, on every tiny family (GPT-OSS: learned sinks and sliding
-    windows; BERT: bidirectional), both padding sides: every statistic."""
+    windows; BERT: bidirectional), both padding sides: every statistic. The statistics are captured on
+    their own, so the model stays on sdpa (where the fused route serves the attention call itself, the
+    residual stream equals the one captured without statistics)."""
     prompts = _prompts()
     key_tokens = prompts[0][:3].tolist()
+    resid = r"blocks\.\d+\.hook_resid_post"
+    eager = capture(
+        tiny, prompts, CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern", resid], batch_size=3,
+        padding_side=side), progress=False,
+    )  # fmt: skip
     spec = CaptureSpec(
-        points=[r"blocks\.\d+\.attn\.hook_pattern"],
+        points=[resid],
         stats=["sink_mass", "key_mass", "entropy", "set_mass", "distance", "top_keys", "tail_pattern"],
         sink_tokens=2,
         key_tokens=key_tokens,
@@ -144,7 +151,13 @@ def test_streamed_statistics_equal_eager_patterns(
     for layer in range(tiny.cfg.n_layers):
         pre = f"blocks.{layer}.attn."
         for index, ids in enumerate(prompts):
-            pattern = result[pre + "hook_pattern"][index].float()  # [head, q, k]
+            torch.testing.assert_close(
+                result[f"blocks.{layer}.hook_resid_post"][index],
+                eager[f"blocks.{layer}.hook_resid_post"][index],
+                atol=1e-5,
+                rtol=1e-5,
+            )
+            pattern = eager[pre + "hook_pattern"][index].float()  # [head, q, k]
             stat = {name: result[pre + "stat_" + name][index] for name in spec.stats}
             positions = torch.arange(len(ids)).float()
             expected = {

@@ -18,3 +18,4 @@ def test_gpu_script_dry_run_prints_every_method() -> None:
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| 256 ")]
     assert [r[1] for r in rows] == ["sdpa_forward", "fused", "chunked"]
     assert rows[0][3] == "1.00" and all(float(r[2]) > 0 for r in rows)
+    assert rows[1][5].startswith("fused log-sum-exp") and rows[2][5].startswith("chunked")  # routes taken

@@ -151,6 +151,7 @@ def fused_stats(
     in_set: torch.Tensor | None = None,
     distance: bool = False,
     dtype: torch.dtype = torch.float32,
+    value: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sink mass, key mass and entropy of one attention call from two fused-kernel calls (same inputs and
     results as :func:`workbench.capture.streamed.streamed_stats`) for a call where :func:`applies`.
@@ -168,15 +169,19 @@ def fused_stats(
         in_set: [batch, k_pos] keys of a fixed set (``stat_set_mass``), or None.
         distance: Also return ``stat_distance``.
         dtype: The kernels' precision (:func:`score_dtype`).
+        value: [batch, kv_head, k_pos, d_v]: the call's values, to serve the attention call itself from the
+            first kernel call (its values ``[V, K, ...]``), or None.
 
     Returns:
         ``stat_sink_mass``, ``stat_entropy`` (and ``stat_set_mass``, ``stat_distance``) [batch, head, q_pos],
-        ``stat_key_mass`` [batch, head, k_pos] (float32).
+        ``stat_key_mass`` [batch, head, k_pos] (float32); with ``value``, also ``attn_output``
+        [batch, head, q_pos, d_v], the attention's output.
     """
     batch, heads, q_len, d = query.shape
     k_len = key.shape[2]
     if heads != key.shape[1]:
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
+        value = None if value is None else value.repeat_interleave(heads // value.shape[1], dim=1)
     query, key = query.to(dtype), key.to(dtype)
     # every score of a query shifts by the same scale * q.c when the keys are centred on c: the
     # probabilities do not change, and L and q.(A K) lose the common part that would cancel
@@ -193,7 +198,8 @@ def fused_stats(
         additive = mask[..., -q_len:, -k_len:].to(dtype)
     else:
         additive = _additive(keep, dtype)
-    columns = [key]
+    served = 0 if value is None else value.shape[-1]  # the output's columns come first
+    columns = [key] if value is None else [value.to(dtype), key]
     if in_set is not None:
         columns.append(in_set[:, None, :, None].to(dtype).expand(batch, heads, k_len, 1))
     if distance:
@@ -203,7 +209,7 @@ def fused_stats(
     width = values.shape[-1]
     # L and (A K) of the centred keys (zero columns widen q and k to the values' width)
     out, lse = _kernel(_widen(query, width), _widen(key, width), values, additive, plain_causal, scaling)
-    attended = out[..., :d]
+    attended = out[..., served : served + d]
     total = lse if sinks is None else torch.logaddexp(lse, sinks.to(dtype).reshape(1, -1, 1) - offset)
     live = torch.ones(batch, 1, q_len, dtype=torch.bool, device=query.device)
     if query_valid is not None:
@@ -217,7 +223,7 @@ def fused_stats(
         "stat_entropy": (real * (total - dots)).nan_to_num(0.0, posinf=0.0, neginf=0.0),
         "stat_sink_mass": _sink_mass(query, key, keep, total, scaling, first, sink_tokens, causal),
     }
-    column = d
+    column = served + d
     if in_set is not None:
         stats["stat_set_mass"] = (real * out[..., column]).nan_to_num(0.0)
         column += 1
@@ -242,4 +248,7 @@ def fused_stats(
     if keep is not None:  # a key no live query sees gets 0 (the kernel's L = 0 on an empty row)
         key_mass = key_mass * (keep & live[..., None]).any(-2)
     stats["stat_key_mass"] = key_mass
-    return {name: value.float() for name, value in stats.items()}
+    stats = {name: found.float() for name, found in stats.items()}
+    if value is not None:
+        stats["attn_output"] = out[..., :served]
+    return stats

@@ -38,10 +38,35 @@ def route_for(spec: CaptureSpec, call: AttentionCall) -> tuple[str, torch.dtype 
     return CHUNKED, None  # soft-capping, an additive bias, or no float64 kernel: only chunked is exact
 
 
+def serves_call(call: AttentionCall, dtype: torch.dtype | None, sinks: torch.Tensor | None) -> bool:
+    """Whether the fused route's first kernel call can also serve the model's own attention call (its
+    values ``[V, K]``), saving one kernel call: a float32 sdpa call on CPU whose statistics run in float32,
+    with nothing sdpa would add (dropout, a position bias, sinks, soft-capping), and a causal flag that
+    means what the fused route assumes (HF's sdpa reads a causal call over a longer cache top-left)."""
+    options = call.options
+    causal = options.get("is_causal")
+    module_causal = getattr(call.module, "is_causal", False)
+    q_len, k_len = call.query.shape[2], call.key.shape[2]
+    return (
+        call.implementation == "sdpa"
+        and dtype == torch.float32
+        and call.query.dtype == torch.float32
+        and call.query.device.type == "cpu"
+        and not options.get("dropout")
+        and options.get("position_bias") is None
+        and not options.get("output_attentions")
+        and sinks is None
+        and call.softcap is None
+        and (causal is None or bool(causal) == module_causal)
+        and (call.mask is not None or q_len in (1, k_len))
+    )
+
+
 def call_stats(
     model: WorkbenchModel, attn: Any, call: AttentionCall, spec: CaptureSpec, state: dict[str, Any]
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """The requested statistics of one attention call, keyed ``stat_*``, and the route taken.
+    """The requested statistics of one attention call, keyed ``stat_*``, and the route taken; where
+    :func:`serves_call`, also ``attn_output`` [batch, head, q_pos, d_v], the call's own result.
 
     ``state`` holds the batch's attention mask [batch, pos], ``first`` (each prompt's first real token)
     and ``ids`` [batch, pos] (the tokens, for ``set_mass``).
@@ -65,7 +90,8 @@ def call_stats(
     if wanted & set(DISTRIBUTION):
         route, dtype = route_for(spec, call)
         if dtype is not None:
-            values = fused_stats(*args, **extras, dtype=dtype)
+            value = call.value if serves_call(call, dtype, sinks) else None
+            values = fused_stats(*args, **extras, dtype=dtype, value=value)
         else:
             values = streamed_stats(*args, spec.chunk, **extras, softcap=call.softcap)
     if "top_keys" in wanted:
@@ -88,8 +114,9 @@ def stat_taps(
     routes: dict[str, str] | None = None,
 ) -> list[Any]:
     """Tap contexts computing the streamed statistics ``stats`` (point names) of every layer they name
-    into ``sink``; the route each layer took goes into ``routes`` when given (several routes, one per
-    batch or call, are joined with ``" + "``)."""
+    into ``sink`` (serving the attention call itself where the fused route can); the route each layer
+    took goes into ``routes`` when given (several routes, one per batch or call, are joined with
+    ``" + "``)."""
     routes = {} if routes is None else routes
     contexts = []
     blocks = model.adapter.block_modules(model.base)
@@ -99,12 +126,14 @@ def stat_taps(
     for layer, names in by_layer.items():
         attn = model.adapter.attention_module(blocks[layer])
 
-        def compute(call: AttentionCall, names: list[str] = names, attn: Any = attn, at: int = layer) -> None:
+        def compute(call: AttentionCall, names: list[str] = names, attn: Any = attn, at: int = layer) -> Any:
             values, route = call_stats(model, attn, call, spec, state)
             taken = set(routes[str(at)].split(" + ")) if str(at) in routes else set()
             routes[str(at)] = " + ".join(sorted(taken | {route}))
             for name in names:
                 sink[name] = values[name.split(".")[-1]]
+            output = values.get("attn_output")
+            return None if output is None else (output.transpose(1, 2).contiguous(), None)
 
-        contexts.append(tap(attn, {"inputs": [compute]}, model.adapter.eager_attention(attn)))
+        contexts.append(tap(attn, {"output": [compute]}, model.adapter.eager_attention(attn)))
     return contexts

@@ -16,7 +16,10 @@ Tensor layouts handed to hook functions (HF passes ``[batch, head, pos, d]``):
   after its update);
 - ``scores`` ``[batch, head, q_pos, k_pos]``: ``q k^T * scaling + mask``, as eager attention computes it;
 - ``inputs``: an :class:`AttentionCall` with everything the call received (for streamed statistics);
-- ``mask``: a function of the :class:`AttentionCall` returning a replacement mask (or None to keep it).
+- ``mask``: a function of the :class:`AttentionCall` returning a replacement mask (or None to keep it);
+- ``output``: a function of the :class:`AttentionCall` returning the call's result ``(attn_output
+  [batch, q_pos, head, d_v], None)`` in place of the original function (the first such result is used;
+  every function runs), or None to let the original run.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from workbench.arch.interface import eager_of, interface_of
 
 TapFn = Callable[[Any], torch.Tensor | None]
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value", "inputs", "mask")
+TAP_FIELDS = ("q", "k", "v", "scores", "kv_key", "kv_value", "inputs", "mask", "output")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class AttentionCall:
         scaling: Softmax scaling.
         softcap: Score soft-capping ``cap * tanh(s / cap)`` before the mask (Gemma 2), as the module
             handed it to the attention function; None for most families.
+        implementation: The attention implementation serving the call (``sdpa``, ``eager`` ...).
+        options: The other keyword arguments the function received (dropout, is_causal, sinks ...).
     """
 
     module: nn.Module
@@ -60,6 +65,8 @@ class AttentionCall:
     mask: torch.Tensor | None
     scaling: float
     softcap: float | None = None
+    implementation: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -196,9 +203,16 @@ def _wrapper(key: str, previous: AttentionFn | None) -> AttentionFn:
                     call = AttentionCall(module, query, key_states, value, attention_mask, scaling, softcap)
                     new_mask = fn(call)
                     attention_mask = attention_mask if new_mask is None else new_mask
+            call = AttentionCall(
+                module, query, key_states, value, attention_mask, scaling, softcap, key, kwargs
+            )
             if "inputs" in cbs:
-                call = AttentionCall(module, query, key_states, value, attention_mask, scaling, softcap)
                 _run(cbs["inputs"], call)
+            if "output" in cbs:
+                results = [fn(call) for fn in cbs["output"]]
+                served = next((r for r in results if r is not None), None)
+                if served is not None:
+                    return served
         return original(module, query, key_states, value, attention_mask, **kwargs)
 
     return tapped_attention
