@@ -80,7 +80,8 @@ def render() -> str:
         'The fused route (`stat_route="fused"`, the default) takes the fused attention kernel\'s',
         "log-sum-exp where its identities are exact (a mask that shows or hides keys, no soft-capping), in",
         "float64 where the scores are large enough for fp32 rounding to show; soft-capped (Gemma 2) and",
-        'biased (ALiBi) calls take the chunked path. `capture.meta["stat_routes"]` records each layer\'s.',
+        "biased (ALiBi) calls take the chunked path; on a plain CPU float32 sdpa call its first kernel call",
+        "also returns the model's attention output. `capture.meta[\"stat_routes\"]` records each layer's.",
     ]
     lines += ["", "## Points per family", "", "| point | " + " | ".join(families) + " |"]
     lines += ["|---|" + "---|" * len(families)]

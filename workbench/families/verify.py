@@ -19,7 +19,8 @@ float32, divided by the reference's largest magnitude where that exceeds 1; tole
   order of a selection score computed from the router module itself (its logits, or sigmoid plus its
   ``e_score_correction_bias``);
 - ``stats``: the streamed sink mass, key mass and entropy (the default route) equal those of the eager
-  pattern; ``padded stats``: so do a prefix's, batched with the prompt and padded left or right (causal).
+  pattern; ``padded stats``: so do those of the prompt and a prefix batched and padded left or right,
+  against the same batch's eager patterns (causal models).
 
 A family is *full* when every block offers the standard points (``hook_resid_mid`` only where the block is
 sequential; router points for MoE families) and every check passes; *partial* lists what is missing or
@@ -208,29 +209,33 @@ def _expected_stats(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _stats_checks(model: Any, ids: torch.Tensor, values: dict[str, torch.Tensor], checks: _Checks) -> None:
-    """``stats``: the streamed statistics of the prompt against its eager patterns; ``padded stats``
-    (causal models): a prefix of it batched with the whole prompt, padded on either side, against the
-    patterns' leading square (under causal attention the prefix's own)."""
+    """``stats``: the streamed statistics of the prompt (on the model's sdpa) against its eager patterns;
+    ``padded stats`` (causal models): the prompt and a prefix of it in one batch, padded on either side,
+    against the eager patterns of that same batch, both under eager attention (whatever a family makes of
+    padding, RecurrentGemma's recurrence carries the pad positions' outputs, both see it alike)."""
     from dataclasses import replace
 
     from workbench.capture import CaptureSpec, capture
+    from workbench.hooks.implementation import attention_implementation
 
     spec = CaptureSpec(stats=["sink_mass", "key_mass", "entropy"])
     stats = capture(model, ids, spec, progress=False)
-    short = ids.shape[1] - 3
-    padded = {
-        side: capture(model, [ids[0], ids[0, :short]], replace(spec, padding_side=side), progress=False)
-        for side in (("left", "right") if model.cfg.causal else ())
-    }
     for name in stats.names:
-        layer, stat = int(name.split(".")[1]), name.split(".")[-1]
-        pattern = values.get(f"blocks.{layer}.attn.hook_pattern")
-        if pattern is None:
-            continue
-        checks.add("stats", stats[name][0], _expected_stats(pattern[0])[stat])
-        prefix = _expected_stats(pattern[0, :, :short, :short])[stat]
-        for result in padded.values():
-            checks.add("padded stats", result[name][1], prefix)
+        pattern = values.get(f"blocks.{name.split('.')[1]}.attn.hook_pattern")
+        if pattern is not None:
+            checks.add("stats", stats[name][0], _expected_stats(pattern[0])[name.split(".")[-1]])
+    batch = [ids[0], ids[0, : ids.shape[1] - 3]]
+    patterns = CaptureSpec(points=[r"blocks\.\d+\.attn\.hook_pattern"])
+    for side in ("left", "right") if model.cfg.causal else ():
+        with attention_implementation(model.hf, "eager"):
+            found = capture(model, batch, replace(spec, padding_side=side), progress=False)
+        eager = capture(model, batch, replace(patterns, padding_side=side), progress=False)
+        for name in found.names:
+            pattern = f"blocks.{name.split('.')[1]}.attn.hook_pattern"
+            if pattern in eager.names:
+                for index in range(len(batch)):
+                    expected = _expected_stats(eager[pattern][index])[name.split(".")[-1]]
+                    checks.add("padded stats", found[name][index], expected)
 
 
 def check_model(model: Any, ids: torch.Tensor, reference: Any = None) -> tuple[dict[str, float], list[str]]:
