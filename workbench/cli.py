@@ -90,6 +90,45 @@ def card(
         console.print(shown.to_rich())
 
 
+@app.command("diff")
+def diff_command(
+    base: Annotated[str, typer.Argument(help="The base checkpoint (zoo name, directory or hub id).")],
+    tuned: Annotated[str, typer.Argument(help="The tuned checkpoint, of the same architecture.")],
+    prompts: Annotated[
+        str, typer.Option(help="heldout (2 per domain, 300 characters), parallel, short, or a file.")
+    ] = "heldout",
+    out: Annotated[
+        str | None, typer.Option(help="A directory for the tables (one Parquet file each).")
+    ] = None,
+) -> None:
+    """What tuning changed between two checkpoints: weights by layer and kind, representations by layer,
+    outputs by domain, and the tokens that moved most."""
+    from pathlib import Path
+
+    from probes.diff import diff
+    from probes.diff_weights import change_shares
+    from workbench.battery.prompts import resolve_prompts
+    from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
+
+    builtin = prompts if prompts in BUILTIN_PROMPTS else None
+    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}
+    texts = resolve_prompts(PromptSet(prompts, builtin, None if builtin else prompts, **cut))
+    a, b = _load(base), _load(tuned)
+    with console.status(f"comparing {a.source} and {b.source}", spinner="dots"):
+        found = diff(a, b, texts)
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in found.tables().items():
+            table.to_parquet(folder / f"{name}.parquet")
+    title = f"{b.source} against {a.source}"
+    for by in ("layer", "kind"):
+        _print_rows(change_shares(found.weights, by).to_dict("records"), f"Weight change by {by}, {title}")
+    _print_rows(found.representations.to_dict("records"), f"Representations, {title}")
+    _print_rows(found.outputs.to_dict("records"), f"Outputs by group, {title}")
+    _print_rows(found.tokens.to_dict("records"), f"Tokens whose logits moved most, {title}")
+
+
 @app.command()
 def hooks(
     model: ModelArg,

@@ -1,0 +1,198 @@
+"""Checkpoint diff: what tuning changed inside a model, from two checkpoints of one architecture (``a`` the
+base, ``b`` the tuned one) and one prompt set, each measure a tidy table.
+
+- weights (:mod:`probes.diff_weights`): per tensor, the relative change, the share of entries changed and
+  the effective rank of the change, with its layer and kind;
+- representations: per layer (``-1``: the embeddings), linear CKA between A's and B's residual stream on
+  the same tokens (Kornblith et al. 2019; change concentrating in later layers: arXiv 2410.20008), the norm
+  of the mean activation difference ``||mean_t (h_b - h_a)||`` and that norm over A's mean state norm;
+- the activation-difference lens (ADL; arXiv 2510.13900, Sec. 3): the mean difference ``delta_j`` at each
+  of the first ``first_tokens`` positions of the prompts, at the middle layer, read through B's final norm
+  and unembedding (the logit lens): the tokens it promotes;
+- outputs: per group, ``KL(p_a || p_b)`` of the next-token distributions averaged over positions, and each
+  model's loss per byte (:func:`probes.tokenizer.loss_per_byte`); and the tokens whose logits moved most,
+  ``mean_t [(z_b - mean z_b) - (z_a - mean z_a)]`` (logits centred per position: a shift of all logits
+  changes no probability).
+
+Identical checkpoints give weight changes of 0, CKA 1, mean differences 0 and KL 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from probes.compression import linear_cka
+from probes.diff_weights import check_same_architecture, weight_diff
+from probes.divergence import kl_divergence
+from probes.lens import decode
+from probes.tokenizer import loss_per_byte
+from workbench.capture import CaptureSpec, capture
+from workbench.models.model import WorkbenchModel
+
+RESID = r"blocks\.\d+\.hook_resid_post"
+EMBED = "blocks.0.hook_resid_pre"
+
+
+@dataclass
+class Diff:
+    """The tables of one checkpoint diff (see the module docstring for each measure)."""
+
+    weights: pd.DataFrame
+    representations: pd.DataFrame
+    lens: pd.DataFrame
+    outputs: pd.DataFrame
+    tokens: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table by name."""
+        return {
+            "weights": self.weights,
+            "representations": self.representations,
+            "lens": self.lens,
+            "outputs": self.outputs,
+            "tokens": self.tokens,
+        }
+
+
+def _states(model: WorkbenchModel, ids: list[torch.Tensor]) -> dict[int, list[torch.Tensor]]:
+    """Residual states per layer (-1: the embeddings) per prompt [pos, d_model], float64."""
+    names = [EMBED, *model.hook_points(RESID)]
+    result = capture(model, ids, CaptureSpec(points=names), progress=False)
+    layers = [-1, *range(len(names) - 1)]
+    return {layer: [h.double() for h in result[name]] for layer, name in zip(layers, names, strict=True)}
+
+
+def representation_diff(
+    a_states: dict[int, list[torch.Tensor]], b_states: dict[int, list[torch.Tensor]]
+) -> pd.DataFrame:
+    """Per layer: ``layer, cka, mean_diff_norm, relative_mean_diff`` over every token of every prompt."""
+    rows = []
+    for layer, a_list in a_states.items():
+        x, y = torch.cat(a_list), torch.cat(b_states[layer])
+        mean_diff = float((y - x).mean(0).norm())
+        scale = float(x.norm(dim=-1).mean())
+        same = bool(torch.equal(x, y))  # CKA is 1 by definition; skip its rounding
+        rows.append(
+            {
+                "layer": layer,
+                "cka": 1.0 if same else linear_cka(x, y),
+                "mean_diff_norm": mean_diff,
+                "relative_mean_diff": mean_diff / scale if scale else 0.0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def difference_lens(
+    b: WorkbenchModel,
+    a_states: dict[int, list[torch.Tensor]],
+    b_states: dict[int, list[torch.Tensor]],
+    layer: int,
+    first_tokens: int = 5,
+    top: int = 10,
+) -> pd.DataFrame:
+    """The ADL: ``delta_j = mean over prompts of (h_b - h_a)`` at position ``j < first_tokens`` of
+    ``layer``, decoded by B's logit lens. Columns: ``position, rank, token_id, token, logit`` (the ``top``
+    promoted tokens per position; none where the checkpoints agree there)."""
+    rows = []
+    for position in range(first_tokens):
+        pairs = [(x[position], y[position]) for x, y in zip(a_states[layer], b_states[layer], strict=True)]
+        pairs = [(x, y) for x, y in pairs if len(x)]
+        if not pairs:
+            break
+        delta = torch.stack([y - x for x, y in pairs]).mean(0)
+        if not bool(delta.any()):
+            continue
+        with torch.no_grad():
+            logits = decode(b, delta.to(next(b.hf.parameters()).dtype)[None]).double()[0]
+        found = logits.topk(min(top, logits.shape[-1]))
+        for rank, (token, value) in enumerate(
+            zip(found.indices.tolist(), found.values.tolist(), strict=True)
+        ):
+            text = b.tokenizer.decode([token]) if b.tokenizer is not None else str(token)
+            rows.append(
+                {"position": position, "rank": rank, "token_id": token, "token": text, "logit": value}
+            )
+    return pd.DataFrame(rows, columns=["position", "rank", "token_id", "token", "logit"])
+
+
+def _log_probs(model: WorkbenchModel, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.hf(input_ids=ids[None]).logits[0].double().log_softmax(-1)
+
+
+def output_diff(
+    a: WorkbenchModel, b: WorkbenchModel, texts: dict[str, list[str]], ids: list[torch.Tensor], top: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per group ``group, kl, bits_per_byte_a, bits_per_byte_b``; and the ``top`` tokens whose centred
+    logits rose and fell most: ``direction, rank, token_id, token, change``."""
+    groups = [g for g, group_texts in texts.items() for _ in group_texts]
+    rows, kls, shift = [], {g: [] for g in texts}, None
+    for group, prompt in zip(groups, ids, strict=True):
+        log_a, log_b = _log_probs(a, prompt), _log_probs(b, prompt)
+        kls[group].append(kl_divergence(log_a, log_b))
+        # log-probabilities are logits up to a per-position constant: centring removes it either way
+        moved = (log_b - log_b.mean(-1, keepdim=True)) - (log_a - log_a.mean(-1, keepdim=True))
+        shift = moved.sum(0) if shift is None else shift + moved.sum(0)
+    for group, group_texts in texts.items():
+        rows.append(
+            {
+                "group": group,
+                "kl": float(torch.cat(kls[group]).mean()),
+                "bits_per_byte_a": loss_per_byte(a, group_texts)["bits_per_byte"],
+                "bits_per_byte_b": loss_per_byte(b, group_texts)["bits_per_byte"],
+            }
+        )
+    shift = shift / sum(len(p) for p in ids)
+    moved_rows = []
+    for direction, values in (("rose", shift), ("fell", -shift)):
+        found = values.topk(min(top, len(values)))
+        for rank, (token, value) in enumerate(
+            zip(found.indices.tolist(), found.values.tolist(), strict=True)
+        ):
+            text = a.tokenizer.decode([token]) if a.tokenizer is not None else str(token)
+            change = value if direction == "rose" else -value
+            moved_rows.append(
+                {"direction": direction, "rank": rank, "token_id": token, "token": text, "change": change}
+            )
+    return pd.DataFrame(rows), pd.DataFrame(moved_rows)
+
+
+def diff(
+    a: WorkbenchModel,
+    b: WorkbenchModel,
+    texts: dict[str, list[str]],
+    first_tokens: int = 5,
+    lens_layer: int | None = None,
+    ranks: bool = True,
+) -> Diff:
+    """Every measure of the module docstring for checkpoints ``a`` (base) and ``b`` (tuned) on ``texts``
+    (prompt texts by group, tokenised by A's tokenizer for both).
+
+    Args:
+        a: The base checkpoint.
+        b: The tuned checkpoint (same architecture).
+        texts: Prompt texts by group (domain, language ...).
+        first_tokens: Positions the activation-difference lens reads.
+        lens_layer: The block whose output the lens reads (default: the middle block).
+        ranks: Compute the effective rank of every weight change (an SVD per matrix).
+
+    Raises:
+        InputError: The checkpoints are not of one architecture.
+    """
+    check_same_architecture(a, b)
+    prompts = [t for group in texts.values() for t in group]
+    ids = [a.encode(t)["input_ids"][0] for t in prompts]
+    a_states, b_states = _states(a, ids), _states(b, ids)
+    layer = a.cfg.n_layers // 2 if lens_layer is None else lens_layer
+    outputs, tokens = output_diff(a, b, texts, ids)
+    return Diff(
+        weights=weight_diff(a, b, ranks=ranks),
+        representations=representation_diff(a_states, b_states),
+        lens=difference_lens(b, a_states, b_states, layer, first_tokens),
+        outputs=outputs,
+        tokens=tokens,
+    )

@@ -1,0 +1,134 @@
+"""What tuning changed in the weights: per parameter tensor of two checkpoints of one architecture, the
+relative Frobenius norm of the change, the share of entries changed and the effective rank of the change.
+
+For ``W_a`` (the base) and ``W_b`` (the tuned checkpoint), ``D = W_b - W_a``:
+
+- ``relative_change = ||D||_F / ||W_a||_F`` (0 for identical tensors; ``change_norm = ||D||_F``, so that the
+  share of the whole change a layer or a kind carries is ``sum ||D||_F^2`` over it divided by the total);
+- ``changed_share``: the share of entries with ``D != 0`` (a frozen block: 0; full tuning: about 1);
+- ``effective_rank`` of a matrix's change (Roy & Vetterli 2007, "The effective rank: a measure of effective
+  dimensionality", EUSIPCO): ``exp(H(s / sum s))`` of its singular values ``s``; a rank-r LoRA update with
+  equal singular values gives r, full tuning a large fraction of ``min(rows, cols)``; 0 for no change.
+
+Each tensor gets its block (``layer``, -1 outside the blocks) and ``kind`` from the adapter's own paths:
+``attention``, ``mlp``, ``router``, ``experts``, ``norm``, ``embedding``, ``unembedding`` or ``other``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from torch import nn
+
+from probes.compression import effective_rank
+from workbench.arch.trace import is_norm
+from workbench.errors import InputError
+from workbench.models.model import WorkbenchModel
+
+KINDS = ("attention", "mlp", "router", "experts", "norm", "embedding", "unembedding", "other")
+
+
+def _prefix(model: WorkbenchModel) -> str:
+    """The base model's name inside the HF model (``model.``, ``transformer.`` ...; empty for itself)."""
+    for name, module in model.hf.named_modules():
+        if module is model.base:
+            return f"{name}." if name else ""
+    return ""
+
+
+def _kind_in_block(model: WorkbenchModel, block: nn.Module, rest: str) -> str:
+    adapter = model.adapter
+    for kind, path in (
+        ("router", adapter.router),
+        ("experts", adapter.experts),
+        ("experts", adapter.shared_experts),
+        ("attention", adapter.attn),
+        ("mlp", adapter.mlp),
+    ):
+        if path and (rest == path or rest.startswith(path + ".")):
+            return kind
+    owner = block.get_submodule(rest.rsplit(".", 1)[0]) if "." in rest else block
+    return "norm" if is_norm(owner) else "other"
+
+
+def parameter_sites(model: WorkbenchModel) -> dict[str, tuple[int, str]]:
+    """Every parameter's (layer, kind) by its name in ``model.hf`` (tied tensors appear once)."""
+    prefix, adapter = _prefix(model), model.adapter
+    blocks = f"{prefix}{adapter.blocks}."
+    block_modules = adapter.block_modules(model.base)
+    output = model.hf.get_output_embeddings()
+    unembedding = {id(p) for p in output.parameters()} if output is not None else set()
+    embedding = {id(p) for p in model.hf.get_input_embeddings().parameters()}
+    sites = {}
+    for name, parameter in model.hf.named_parameters():
+        if name.startswith(blocks):
+            index, rest = name[len(blocks) :].split(".", 1)
+            sites[name] = (int(index), _kind_in_block(model, block_modules[int(index)], rest))
+        elif id(parameter) in embedding:
+            sites[name] = (-1, "embedding")
+        elif id(parameter) in unembedding:
+            sites[name] = (-1, "unembedding")
+        else:
+            owner = model.hf.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model.hf
+            sites[name] = (-1, "norm" if is_norm(owner) else "other")
+    return sites
+
+
+def check_same_architecture(a: WorkbenchModel, b: WorkbenchModel) -> None:
+    """Refuse two checkpoints whose parameters differ in names or shapes, naming the first difference.
+
+    Raises:
+        InputError: The checkpoints are not of one architecture.
+    """
+    shapes_a = {n: tuple(p.shape) for n, p in a.hf.named_parameters()}
+    shapes_b = {n: tuple(p.shape) for n, p in b.hf.named_parameters()}
+    missing = sorted(set(shapes_a) ^ set(shapes_b))
+    if missing:
+        side = "the second" if missing[0] in shapes_a else "the first"
+        raise InputError(
+            f"not one architecture: {missing[0]} is missing from {side} checkpoint "
+            f"({len(missing)} parameter names differ)"
+        )
+    for name, shape in shapes_a.items():
+        if shapes_b[name] != shape:
+            raise InputError(
+                f"not one architecture: {name} is {shape} in the first, {shapes_b[name]} in the second"
+            )
+
+
+def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.DataFrame:
+    """One row per parameter tensor: ``parameter, layer, kind, size, relative_change, change_norm,
+    changed_share, effective_rank`` (NaN for vectors, or with ``ranks=False``).
+
+    Raises:
+        InputError: The checkpoints are not of one architecture.
+    """
+    check_same_architecture(a, b)
+    weights_a, weights_b = dict(a.hf.named_parameters()), dict(b.hf.named_parameters())
+    rows = []
+    for name, (layer, kind) in parameter_sites(a).items():
+        before = weights_a[name].detach().double()
+        change = weights_b[name].detach().double() - before
+        norm = float(change.norm())
+        matrix = ranks and change.dim() >= 2
+        rank = (effective_rank(change.flatten(1)) if norm else 0.0) if matrix else float("nan")
+        rows.append(
+            {
+                "parameter": name,
+                "layer": layer,
+                "kind": kind,
+                "size": "x".join(map(str, before.shape)),
+                "relative_change": norm / max(float(before.norm()), 1e-30),
+                "change_norm": norm,
+                "changed_share": float((change != 0).double().mean()),
+                "effective_rank": rank,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def change_shares(table: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
+    """The share of the whole change (``sum ||D||_F^2``) each ``layer`` or ``kind`` carries: columns
+    ``by, share`` (shares sum to 1; all 0 for identical checkpoints)."""
+    energy = table.assign(energy=table.change_norm**2).groupby(by, as_index=False).energy.sum()
+    total = float(energy.energy.sum())
+    return energy.assign(share=energy.energy / total if total else 0.0)[[by, "share"]]
