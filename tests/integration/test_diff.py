@@ -60,8 +60,9 @@ def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
     assert changed.parameter.tolist() == ["model.layers.2.mlp.down_proj.weight"]
     row = changed.iloc[0]
     assert (row.layer, row.kind) == (2, "mlp")
-    applied = (weight.detach().double() + planted.double()).float().double() - weight.detach().double()
-    assert row.relative_change == pytest.approx(float(applied.norm() / weight.detach().double().norm()), rel=1e-12)
+    before = weight.detach().double()
+    applied = (before + planted.double()).float().double() - before  # the change fp32 storage kept
+    assert row.relative_change == pytest.approx(float(applied.norm() / before.norm()), rel=1e-12)
     assert row.effective_rank == pytest.approx(2.0, abs=1e-3)  # two equal singular values (fp32 rounding)
     shares = change_shares(found.weights).set_index("layer").share
     assert shares.loc[2] == 1.0 and shares.drop(2).eq(0).all()
