@@ -115,3 +115,27 @@ def test_cli_writes_the_tables_and_refuses_two_architectures(
     assert run(["diff", "tiny-llama", "tiny-moe", "--prompts", "short"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not one architecture" in err[0]
+
+
+@pytest.mark.slow
+def test_tiny_llama_ru_against_tiny_llama_recovers_the_planted_tuning() -> None:
+    """tiny-llama-ru trained only blocks 2-3, only on Russian: the weight change is there and exactly
+    nowhere else, representations start to move at block 2, Russian moves most, and the
+    activation-difference lens reads Cyrillic."""
+    from workbench.zoo import heldout
+
+    base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-ru")
+    found = diff(base, tuned, heldout(2, 300))
+    weights = found.weights
+    inside = weights.layer.isin([2, 3])
+    assert (weights[~inside].change_norm == 0).all() and (weights[~inside].changed_share == 0).all()
+    assert float(change_shares(weights).set_index("layer").share.loc[[2, 3]].sum()) >= 0.99
+    reps = found.representations.set_index("layer")
+    assert (reps.loc[[-1, 0, 1], "mean_diff_norm"] == 0).all() and (
+        reps.loc[[2, 3], "mean_diff_norm"] > 0
+    ).all()
+    outputs = found.outputs.set_index("group")
+    assert outputs.kl.idxmax() == "russian", outputs.kl.to_dict()
+    tokens = found.lens.token.tolist()
+    cyrillic = [t for t in tokens if any("\u0400" <= ch <= "\u04ff" for ch in t)]
+    assert len(cyrillic) > len(tokens) / 2, tokens

@@ -77,8 +77,12 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
         f"- tokenizer: `{recipe.tokenizer}`; seed {recipe.seed}",
         f"- {recipe.steps} AdamW steps (betas 0.9/0.95, weight decay 0.1, clip 1.0), batch {recipe.batch} x "
         f"{recipe.seq_len} tokens, peak lr {recipe.lr}, 5% warm-up, cosine to 10%",
-        f"- equal sequences per domain in every batch; tokens seen: {facts['tokens_seen']:,}",
+        f"- equal sequences per domain ({', '.join(recipe.domains or ['all'])}) in every batch; tokens seen: "
+        f"{facts['tokens_seen']:,}",
     ]
+    if recipe.base:
+        trainable = ", ".join(f"`{p}`" for p in recipe.trainable) or "every tensor"
+        parts.append(f"- tuned from `{recipe.base}`; trainable: {trainable} (every other tensor unchanged)")
     if "train_seconds" in facts:
         seconds, threads = facts["train_seconds"], facts["torch_threads"]
         parts.append(f"- training time: {seconds:.0f} s on {threads} CPU threads")

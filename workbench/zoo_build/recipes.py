@@ -27,6 +27,10 @@ class Recipe:
         early_checkpoint: Also save the model after this share of the steps, as ``NAME-early``.
         chat_template: A chat template saved with the tokenizer (the card's template readers are tested
             on it; the model was not trained on chat turns).
+        base: A zoo model to tune instead of a random initialisation (its config is kept).
+        domains: The training domains (None: all, in equal counts).
+        trainable: Regular expressions over parameter names: only matching tensors train, every other
+            one stays exactly as it was (empty: all train).
     """
 
     name: str
@@ -43,6 +47,9 @@ class Recipe:
     early_checkpoint: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None
+    base: str | None = None
+    domains: tuple[str, ...] | None = None
+    trainable: tuple[str, ...] = ()
 
     def build_config(self, vocab_size: int) -> Any:
         """The HF config for a tokenizer of ``vocab_size``."""
@@ -91,6 +98,18 @@ RECIPES: dict[str, Recipe] = {
             "LlamaConfig",
             {**_ATTN, "intermediate_size": 344},
             tokenizer="unigram-4096",
+        ),
+        Recipe(
+            "tiny-llama-ru",
+            "tiny-llama tuned on Russian only, blocks 2-3 trainable (checkpoint-diff ground truth)",
+            "LlamaConfig",
+            {**_ATTN, "intermediate_size": 344},
+            steps=300,
+            lr=1e-3,
+            seed=1,
+            base="tiny-llama",
+            domains=("russian",),
+            trainable=(r"model\.layers\.[23]\.",),
         ),
         Recipe(
             "tiny-moe",

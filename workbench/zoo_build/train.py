@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.progress import Progress
 
 from probes.moe import switch_balance_loss
 from workbench.zoo import token_streams
+from workbench.zoo.registry import MODELS_DIR
 from workbench.zoo_build.recipes import Recipe
 
 
@@ -73,6 +75,21 @@ def heldout_loss(
     return losses
 
 
+def _initial(recipe: Recipe, vocab_size: int) -> Any:
+    """The model training starts from: a random initialisation of the recipe's config, or the zoo model
+    it tunes with every tensor outside ``trainable`` frozen."""
+    if recipe.base is None:
+        config = recipe.build_config(vocab_size)
+        if recipe.balance_coef:
+            config.router_aux_loss_coef = 0.0  # the per-layer loss below replaces HF's pooled one
+        return tf.AutoModelForCausalLM.from_config(config)
+    model = tf.AutoModelForCausalLM.from_pretrained(MODELS_DIR / recipe.base)
+    if recipe.trainable:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(any(re.match(pattern, name) for pattern in recipe.trainable))
+    return model
+
+
 def train(
     recipe: Recipe, tokenizer: Any, train_docs: dict[str, list[str]], on_checkpoint: Any = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -89,13 +106,12 @@ def train(
     """
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
-    config = recipe.build_config(len(tokenizer))
-    if recipe.balance_coef:
-        config.router_aux_loss_coef = 0.0  # the per-layer loss below replaces HF's pooled one
-    model = tf.AutoModelForCausalLM.from_config(config)
+    model = _initial(recipe, len(tokenizer))
     model.train()
-    streams = token_streams(tokenizer, train_docs)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    docs = train_docs if recipe.domains is None else {d: train_docs[d] for d in recipe.domains}
+    streams = token_streams(tokenizer, docs)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
     early = round(recipe.early_checkpoint * recipe.steps) if recipe.early_checkpoint else None
     moe = recipe.balance_coef > 0
     last: dict[str, float] = {}
@@ -114,7 +130,7 @@ def train(
                 last["balance_loss"] = aux.item() / len(out.router_logits)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimiser.step()
             last["train_loss"] = out.loss.item()
             if early is not None and step + 1 == early and on_checkpoint is not None:
