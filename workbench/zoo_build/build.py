@@ -75,7 +75,8 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
         "",
         f"- class: `{recipe.config_class}` {json.dumps(recipe.config)}",
         f"- tokenizer: `{recipe.tokenizer}`; seed {recipe.seed}",
-        f"- {recipe.steps} AdamW steps (betas 0.9/0.95, weight decay 0.1, clip 1.0), batch {recipe.batch} x "
+        f"- {recipe.steps} AdamW steps (betas 0.9/0.95, weight decay {recipe.weight_decay}, clip 1.0), batch "
+        f"{recipe.batch} x "
         f"{recipe.seq_len} tokens, peak lr {recipe.lr}, 5% warm-up, cosine to 10%",
         f"- equal sequences per domain ({', '.join(recipe.domains or ['all'])}) in every batch; tokens seen: "
         f"{facts['tokens_seen']:,}",

@@ -22,6 +22,7 @@ class Recipe:
         batch: Sequences per step (equal counts per domain).
         seq_len: Tokens per sequence.
         lr: Peak AdamW learning rate (linear warm-up over 5% of steps, cosine decay to 10%).
+        weight_decay: AdamW's decoupled weight decay.
         seed: Torch and data seed.
         balance_coef: Weight of the per-layer Switch balance loss (MoE only).
         early_checkpoint: Also save the model after this share of the steps, as ``NAME-early``.
@@ -42,6 +43,7 @@ class Recipe:
     batch: int = 15
     seq_len: int = 128
     lr: float = 3e-3
+    weight_decay: float = 0.1
     seed: int = 0
     balance_coef: float = 0.0
     early_checkpoint: float | None = None
@@ -104,8 +106,9 @@ RECIPES: dict[str, Recipe] = {
             "tiny-llama tuned on Russian only, blocks 2-3 trainable (checkpoint-diff ground truth)",
             "LlamaConfig",
             {**_ATTN, "intermediate_size": 344},
-            steps=300,
-            lr=1e-3,
+            steps=100,
+            lr=3e-4,  # gentle: a stronger tune (2e-3, 400 steps) moves code and English more than Russian
+            weight_decay=0.0,  # no pull towards zero: the change is what Russian asks of blocks 2-3
             seed=1,
             base="tiny-llama",
             domains=("russian",),

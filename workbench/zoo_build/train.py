@@ -111,7 +111,7 @@ def train(
     docs = train_docs if recipe.domains is None else {d: train_docs[d] for d in recipe.domains}
     streams = token_streams(tokenizer, docs)
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    optimiser = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
     early = round(recipe.early_checkpoint * recipe.steps) if recipe.early_checkpoint else None
     moe = recipe.balance_coef > 0
     last: dict[str, float] = {}
