@@ -99,8 +99,11 @@ def difference_lens(
     promoted tokens per position; none where the checkpoints agree there)."""
     rows = []
     for position in range(first_tokens):
-        pairs = [(x[position], y[position]) for x, y in zip(a_states[layer], b_states[layer], strict=True)]
-        pairs = [(x, y) for x, y in pairs if len(x)]
+        pairs = [
+            (x[position], y[position])
+            for x, y in zip(a_states[layer], b_states[layer], strict=True)
+            if len(x) > position  # prompts shorter than the position drop out
+        ]
         if not pairs:
             break
         delta = torch.stack([y - x for x, y in pairs]).mean(0)

@@ -55,7 +55,8 @@ def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
     def edit(hf: torch.nn.Module) -> None:
         hf.model.layers[2].mlp.down_proj.weight += planted
 
-    found = diff(base, _tuned(base, edit), TEXTS)
+    found = diff(base, _tuned(base, edit), {**TEXTS, "tiny": ["Hi"]})  # a prompt shorter than the lens
+    assert set(found.lens.position) == set(range(5))
     changed = found.weights[found.weights.change_norm > 0]
     assert changed.parameter.tolist() == ["model.layers.2.mlp.down_proj.weight"]
     row = changed.iloc[0]
