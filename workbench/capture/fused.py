@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from workbench.capture.streamed import per_query_head
+
 FUSED = "fused log-sum-exp"
 FUSED_64 = "fused log-sum-exp, float64"
 CHUNKED = "chunked"
@@ -179,9 +181,8 @@ def fused_stats(
     """
     batch, heads, q_len, d = query.shape
     k_len = key.shape[2]
-    if heads != key.shape[1]:
-        key = key.repeat_interleave(heads // key.shape[1], dim=1)
-        value = None if value is None else value.repeat_interleave(heads // value.shape[1], dim=1)
+    key = per_query_head(key, heads)
+    value = None if value is None else per_query_head(value, heads)
     query, key = query.to(dtype), key.to(dtype)
     # every score of a query shifts by the same scale * q.c when the keys are centred on c: the
     # probabilities do not change, and L and q.(A K) lose the common part that would cancel

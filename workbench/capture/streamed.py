@@ -25,6 +25,11 @@ from workbench.hooks.attention_tap import additive_mask
 from workbench.numerics import entropy
 
 
+def per_query_head(kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Keys or values [batch, kv_head, pos, d] repeated to ``heads`` query heads (GQA / MQA)."""
+    return kv if kv.shape[1] == heads else kv.repeat_interleave(heads // kv.shape[1], dim=1)
+
+
 def _probabilities(
     scores: torch.Tensor, rows: torch.Tensor | None, seen: int, sinks: torch.Tensor | None
 ) -> torch.Tensor:
@@ -83,8 +88,7 @@ def streamed_stats(
     """
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[2]
-    if heads != key.shape[1]:
-        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+    key = per_query_head(key, heads)
     keys = torch.arange(k_len, device=query.device)
     in_sink = (keys[None, :] >= first[:, None]) & (keys[None, :] < first[:, None] + sink_tokens)  # [b, k]
     stats = {
@@ -145,8 +149,7 @@ def top_keys(
     """
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[2]
-    if heads != key.shape[1]:
-        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+    key = per_query_head(key, heads)
     keys_t = key.float().transpose(2, 3)
     out = torch.full((batch, heads, q_len, top_k), -1, dtype=torch.long, device=query.device)
     for q0 in range(0, q_len, chunk):
@@ -188,8 +191,7 @@ def tail_pattern(
     """
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[2]
-    if heads != key.shape[1]:
-        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+    key = per_query_head(key, heads)
     out = query.new_zeros(batch, heads, tail, k_len, dtype=torch.float32)
     for b in range(batch):
         real = (
