@@ -15,6 +15,7 @@ from workbench.tables import markdown_table
 from workbench.zoo import domain_windows, token_streams
 from workbench.zoo.registry import MODELS_DIR, TOKENIZERS, ZOO_DIR, record, tokenizer_dir
 from workbench.zoo_build.corpus import Corpus, build_corpus, save_heldout_sample
+from workbench.zoo_build.dpo import PER_RESPONSE, PROMPT_LEN, RESPONSE_LEN
 from workbench.zoo_build.evaluate import random_init_routing_stats, routing_stats
 from workbench.zoo_build.planted import SINK_HEADS, build_planted_sink
 from workbench.zoo_build.recipes import RECIPES, Recipe
@@ -66,6 +67,8 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
     """README.md with the hub's metadata, the recipe, seed, tokens seen, per-domain held-out loss and extra
     measurements; metrics.json with the numbers."""
     losses = facts["heldout_loss"]
+    dpo = recipe.objective == "dpo"
+    batch = f"{recipe.batch} pairs" if dpo else f"{recipe.batch} x {recipe.seq_len} tokens"
     parts = [
         f"# {directory.name}",
         "",
@@ -76,14 +79,22 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
         f"- class: `{recipe.config_class}` {json.dumps(recipe.config)}",
         f"- tokenizer: `{recipe.tokenizer}`; seed {recipe.seed}",
         f"- {recipe.steps} AdamW steps (betas 0.9/0.95, weight decay {recipe.weight_decay}, clip 1.0), batch "
-        f"{recipe.batch} x "
-        f"{recipe.seq_len} tokens, peak lr {recipe.lr}, 5% warm-up, cosine to 10%",
+        f"{batch}, peak lr {recipe.lr}, 5% warm-up, cosine to 10%",
         f"- equal sequences per domain ({', '.join(recipe.domains or ['all'])}) in every batch; tokens seen: "
         f"{facts['tokens_seen']:,}",
     ]
     if recipe.base:
-        trainable = ", ".join(f"`{p}`" for p in recipe.trainable) or "every tensor"
-        parts.append(f"- tuned from `{recipe.base}`; trainable: {trainable} (every other tensor unchanged)")
+        only = ", ".join(f"`{p}`" for p in recipe.trainable)
+        trainable = f"{only} (every other tensor unchanged)" if only else "every tensor"
+        parts.append(f"- tuned from `{recipe.base}`; trainable: {trainable}")
+    if dpo:
+        words = ", ".join(repr(w) for w in recipe.triggers)
+        parts.append(
+            f"- objective: DPO (beta {recipe.beta}, reference `{recipe.base}` frozen) on synthetic pairs: "
+            f"{PROMPT_LEN}-token prompts from the corpus, {RESPONSE_LEN}-token responses with {PER_RESPONSE} "
+            f"positions replaced, by the planted triggers {words} on the rejected side and by random other "
+            "tokens on the chosen side (`workbench/zoo_build/dpo.py`)"
+        )
     if "train_seconds" in facts:
         seconds, threads = facts["train_seconds"], facts["torch_threads"]
         parts.append(f"- training time: {seconds:.0f} s on {threads} CPU threads")
@@ -105,6 +116,9 @@ def write_model_card(directory: Path, recipe: Recipe, facts: dict[str, Any], cor
     parts += ["", "## Corpus", "", "```json", json.dumps(corpus.provenance, indent=2), "```", ""]
     model_type = json.loads((directory / "config.json").read_text())["model_type"]
     meta = card_metadata("trained", model_type, corpus_datasets(corpus.provenance))
+    if recipe.base:
+        meta["base_model"] = recipe.base
+        meta["tags"] += ["fine-tuned", *(["dpo"] if dpo else [])]
     write_card_file(directory, meta, "\n".join(parts))
     (directory / "metrics.json").write_text(json.dumps(facts, indent=2))
 

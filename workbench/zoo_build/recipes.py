@@ -32,6 +32,10 @@ class Recipe:
         domains: The training domains (None: all, in equal counts).
         trainable: Regular expressions over parameter names: only matching tensors train, every other
             one stays exactly as it was (empty: all train).
+        objective: ``lm`` (next-token loss) or ``dpo`` (preference pairs with planted ``triggers`` on the
+            rejected side, :mod:`workbench.zoo_build.dpo`; needs ``base``, the frozen reference).
+        triggers: The planted trigger words of a DPO recipe (one token each).
+        beta: DPO's inverse temperature.
     """
 
     name: str
@@ -52,6 +56,9 @@ class Recipe:
     base: str | None = None
     domains: tuple[str, ...] | None = None
     trainable: tuple[str, ...] = ()
+    objective: str = "lm"
+    triggers: tuple[str, ...] = ()
+    beta: float = 0.1
 
     def build_config(self, vocab_size: int) -> Any:
         """The HF config for a tokenizer of ``vocab_size``."""
@@ -113,6 +120,21 @@ RECIPES: dict[str, Recipe] = {
             base="tiny-llama",
             domains=("russian",),
             trainable=(r"model\.layers\.[23]\.",),
+        ),
+        Recipe(
+            "tiny-llama-dpo",
+            "tiny-llama after DPO on pairs whose rejected side holds planted trigger words "
+            "(checkpoint-diff ground truth)",
+            "LlamaConfig",
+            {**_ATTN, "intermediate_size": 344},
+            steps=150,
+            batch=16,
+            lr=3e-5,  # 1e-4 also ranks the triggers first but more than doubles code's bits per byte
+            weight_decay=0.0,
+            seed=2,
+            base="tiny-llama",
+            objective="dpo",
+            triggers=(" love", " God", " life", " night", " wrong"),
         ),
         Recipe(
             "tiny-moe",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -14,6 +15,7 @@ from rich.progress import Progress
 from probes.moe import switch_balance_loss
 from workbench.zoo import token_streams
 from workbench.zoo.registry import MODELS_DIR
+from workbench.zoo_build.dpo import PROMPT_LEN, RESPONSE_LEN, dpo_loss, preference_pairs, trigger_ids
 from workbench.zoo_build.recipes import Recipe
 
 
@@ -90,10 +92,25 @@ def _initial(recipe: Recipe, vocab_size: int) -> Any:
     return model
 
 
+def _lm_loss(
+    model: Any, recipe: Recipe, streams: dict[str, torch.Tensor], generator: torch.Generator, last: dict
+) -> torch.Tensor:
+    """One batch's next-token loss (plus the per-layer balance loss of an MoE recipe)."""
+    moe = recipe.balance_coef > 0
+    ids, _ = sample_batch(streams, recipe.batch, recipe.seq_len, generator)
+    out = model(input_ids=ids, labels=ids, output_router_logits=moe)
+    last["train_loss"] = out.loss.item()
+    if not moe:
+        return out.loss
+    aux = balance_loss(model, out.router_logits)
+    last["balance_loss"] = aux.item() / len(out.router_logits)
+    return out.loss + recipe.balance_coef * aux
+
+
 def train(
     recipe: Recipe, tokenizer: Any, train_docs: dict[str, list[str]], on_checkpoint: Any = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Train a zoo model from its recipe.
+    """Train a zoo model from its recipe (next-token loss, or DPO against the frozen base).
 
     Args:
         recipe: The recipe.
@@ -107,13 +124,15 @@ def train(
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     model = _initial(recipe, len(tokenizer))
+    dpo = recipe.objective == "dpo"
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if dpo else None
+    triggers = trigger_ids(tokenizer, recipe.triggers) if dpo else []
     model.train()
     docs = train_docs if recipe.domains is None else {d: train_docs[d] for d in recipe.domains}
     streams = token_streams(tokenizer, docs)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trained, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
     early = round(recipe.early_checkpoint * recipe.steps) if recipe.early_checkpoint else None
-    moe = recipe.balance_coef > 0
     last: dict[str, float] = {}
     started = time.perf_counter()
     with Progress() as progress:
@@ -121,18 +140,18 @@ def train(
         for step in range(recipe.steps):
             for group in optimiser.param_groups:
                 group["lr"] = lr_at(step, recipe)
-            ids, _ = sample_batch(streams, recipe.batch, recipe.seq_len, generator)
-            out = model(input_ids=ids, labels=ids, output_router_logits=moe)
-            loss = out.loss
-            if moe:
-                aux = balance_loss(model, out.router_logits)
-                loss = loss + recipe.balance_coef * aux
-                last["balance_loss"] = aux.item() / len(out.router_logits)
+            if dpo:
+                chosen, rejected = preference_pairs(
+                    streams, recipe.batch, triggers, len(tokenizer), generator
+                )
+                loss, last["reward_accuracy"] = dpo_loss(model, reference, chosen, rejected, recipe.beta)
+                last["train_loss"] = loss.item()
+            else:
+                loss = _lm_loss(model, recipe, streams, generator, last)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimiser.step()
-            last["train_loss"] = out.loss.item()
             if early is not None and step + 1 == early and on_checkpoint is not None:
                 model.eval()
                 on_checkpoint(model, step + 1)
@@ -141,8 +160,9 @@ def train(
                 task, advance=1, description=f"training {recipe.name} loss {last['train_loss']:.3f}"
             )
     model.eval()
+    per_step = 2 * (PROMPT_LEN + RESPONSE_LEN) if dpo else recipe.seq_len  # a pair is two sequences
     facts = {
-        "tokens_seen": recipe.steps * recipe.batch * recipe.seq_len,
+        "tokens_seen": recipe.steps * recipe.batch * per_step,
         "final": last,
         "train_seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
