@@ -25,9 +25,12 @@ import pandas as pd
 import torch
 
 from probes.compression import linear_cka
-from probes.diff_weights import check_same_architecture, weight_diff
+from probes.diff_weights import check_same_architecture, pair_of, weight_diff
 from probes.divergence import kl_divergence
+from probes.figures import bars_by_group, lines_by_group
 from probes.lens import decode
+from probes.params import param
+from probes.registry import Context, Needs, Probe
 from probes.tokenizer import loss_per_byte
 from workbench.capture import CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
@@ -45,16 +48,13 @@ class Diff:
     lens: pd.DataFrame
     outputs: pd.DataFrame
     tokens: pd.DataFrame
+    attention: pd.DataFrame
+    routing: pd.DataFrame
+    patching: pd.DataFrame
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table by name."""
-        return {
-            "weights": self.weights,
-            "representations": self.representations,
-            "lens": self.lens,
-            "outputs": self.outputs,
-            "tokens": self.tokens,
-        }
+        return dict(vars(self))
 
 
 def _states(model: WorkbenchModel, ids: list[torch.Tensor]) -> dict[int, list[torch.Tensor]]:
@@ -164,6 +164,11 @@ def output_diff(
     return pd.DataFrame(rows), pd.DataFrame(moved_rows)
 
 
+def _ids(model: WorkbenchModel, texts: dict[str, list[str]]) -> list[torch.Tensor]:
+    """Every prompt's token ids, group after group (A's tokenizer serves both checkpoints)."""
+    return [model.encode(t)["input_ids"][0] for group in texts.values() for t in group]
+
+
 def diff(
     a: WorkbenchModel,
     b: WorkbenchModel,
@@ -172,8 +177,8 @@ def diff(
     lens_layer: int | None = None,
     ranks: bool = True,
 ) -> Diff:
-    """Every measure of the module docstring for checkpoints ``a`` (base) and ``b`` (tuned) on ``texts``
-    (prompt texts by group, tokenised by A's tokenizer for both).
+    """Every diff probe for checkpoints ``a`` (base) and ``b`` (tuned) on ``texts`` (prompt texts by group,
+    tokenised by A's tokenizer for both); an MoE table is empty for dense models.
 
     Args:
         a: The base checkpoint.
@@ -186,9 +191,11 @@ def diff(
     Raises:
         InputError: The checkpoints are not of one architecture.
     """
+    from probes.diff_patching import cross_patching
+    from probes.diff_routing import attention_diff, routing_diff
+
     check_same_architecture(a, b)
-    prompts = [t for group in texts.values() for t in group]
-    ids = [a.encode(t)["input_ids"][0] for t in prompts]
+    ids = _ids(a, texts)
     a_states, b_states = _states(a, ids), _states(b, ids)
     layer = a.cfg.n_layers // 2 if lens_layer is None else lens_layer
     outputs, tokens = output_diff(a, b, texts, ids)
@@ -198,4 +205,111 @@ def diff(
         lens=difference_lens(b, a_states, b_states, layer, first_tokens),
         outputs=outputs,
         tokens=tokens,
+        attention=attention_diff(a, b, ids),
+        routing=routing_diff(a, b, ids) if a.cfg.is_moe else pd.DataFrame(),
+        patching=cross_patching(a, b, ids),
     )
+
+
+# -- registered probes ----------------------------------------------------------------------------------
+
+PAIR = Needs(pair=True, tokenizer=True)
+
+
+def _representations(ctx: Context, params: object) -> pd.DataFrame:
+    a, b = pair_of(ctx)
+    ids = _ids(a, ctx.texts)
+    return representation_diff(_states(a, ids), _states(b, ids))
+
+
+@dataclass(frozen=True)
+class LensParams:
+    """``first_tokens``: positions read; ``layer``: the block read (-1: the middle one); ``top``: tokens
+    per position."""
+
+    first_tokens: int = param(5, low=1, high=64)
+    layer: int = param(-1, low=-1)
+    top: int = param(10, low=1, high=100)
+
+
+def _lens(ctx: Context, params: LensParams) -> pd.DataFrame:
+    a, b = pair_of(ctx)
+    ids = _ids(a, ctx.texts)
+    layer = a.cfg.n_layers // 2 if params.layer < 0 else min(params.layer, a.cfg.n_layers - 1)
+    return difference_lens(b, _states(a, ids), _states(b, ids), layer, params.first_tokens, params.top)
+
+
+@dataclass(frozen=True)
+class TopParams:
+    """``top``: tokens listed per direction."""
+
+    top: int = param(10, low=1, high=1000)
+
+
+def _outputs(ctx: Context, params: object) -> pd.DataFrame:
+    a, b = pair_of(ctx)
+    return output_diff(a, b, ctx.texts, _ids(a, ctx.texts))[0]
+
+
+def _tokens(ctx: Context, params: TopParams) -> pd.DataFrame:
+    a, b = pair_of(ctx)
+    return output_diff(a, b, ctx.texts, _ids(a, ctx.texts), params.top)[1]
+
+
+DIFF_REPRESENTATIONS = Probe(
+    name="diff_representations",
+    doc="Per layer (-1: embeddings): linear CKA between base and tuned residual streams on the same tokens, "
+    "and the norm of their mean difference.",
+    formula="CKA(X, Y) = ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F) over tokens (centred); "
+    "mean_diff_norm = ||mean_t (h_b - h_a)||, relative to mean_t ||h_a||",
+    cite="Kornblith et al. 2019 (ICML), linear CKA; change by depth: arXiv 2410.20008",
+    run=_representations,
+    needs=PAIR,
+    figures=lambda t: [("CKA by layer", lines_by_group(t, "layer", "cka", "model", "CKA(base, tuned)"))],
+    summary=lambda t: (
+        t.pivot(index="model", columns="layer", values="cka")
+        .rename(columns=lambda c: f"cka {c}")
+        .reset_index()
+    ),
+)
+
+DIFF_LENS = Probe(
+    name="diff_lens",
+    doc="Activation-difference lens: the tokens the mean activation difference at each of the first "
+    "positions promotes through the tuned model's logit lens.",
+    formula="delta_j = mean over prompts of (h_b - h_a) at position j of the middle block; tokens = "
+    "top-k of W_U norm_f(delta_j)",
+    cite="Minder et al., Narrow Finetuning Leaves Clearly Readable Traces in Activation Differences "
+    "(arXiv 2510.13900), Sec. 3",
+    run=_lens,
+    params=LensParams,
+    needs=PAIR,
+    summary=lambda t: t[t["rank"] < 5].groupby("model", sort=False, as_index=False).token.agg(" | ".join),
+)
+
+DIFF_OUTPUTS = Probe(
+    name="diff_outputs",
+    doc="Per group: KL(base || tuned) of the next-token distributions and each checkpoint's bits per byte.",
+    formula="kl = mean over positions of sum_v p_a(v) (log p_a(v) - log p_b(v)); bits per byte = summed "
+    "next-token loss / (UTF-8 bytes x ln 2)",
+    cite="per-token KL as in the diffing-toolkit (science-of-finetuning); bits per byte: Gao et al. 2020 "
+    "(The Pile, arXiv 2101.00027)",
+    run=_outputs,
+    needs=Needs(pair=True, tokenizer=True, causal_lm=True),
+    prompts="heldout",
+    figures=lambda t: [("KL by group", bars_by_group(t, "group", "kl", "model", "KL(base || tuned)"))],
+    summary=lambda t: t.pivot(index="model", columns="group", values="kl").reset_index(),
+)
+
+DIFF_TOKENS = Probe(
+    name="diff_tokens",
+    doc="The tokens whose centred logits rose and fell most from base to tuned, over every position.",
+    formula="change_v = mean_t [(z_b(v) - mean_u z_b(u)) - (z_a(v) - mean_u z_a(u))], z the log-softmax",
+    cite="logit differences as in the diffing-toolkit (science-of-finetuning)",
+    run=_tokens,
+    params=TopParams,
+    needs=Needs(pair=True, tokenizer=True, causal_lm=True),
+    summary=lambda t: (
+        t[t["rank"] < 8].groupby(["model", "direction"], sort=False, as_index=False).token.agg(" | ".join)
+    ),
+)

@@ -16,10 +16,15 @@ Each tensor gets its block (``layer``, -1 outside the blocks) and ``kind`` from 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from torch import nn
 
 from probes.compression import effective_rank
+from probes.figures import bars_by_group
+from probes.params import param
+from probes.registry import Context, Needs, Probe, per_model
 from workbench.arch.trace import is_norm
 from workbench.errors import InputError
 from workbench.models.model import WorkbenchModel
@@ -97,7 +102,7 @@ def check_same_architecture(a: WorkbenchModel, b: WorkbenchModel) -> None:
 
 def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.DataFrame:
     """One row per parameter tensor: ``parameter, layer, kind, size, relative_change, change_norm,
-    changed_share, effective_rank`` (NaN for vectors, or with ``ranks=False``).
+    base_norm, changed_share, effective_rank`` (NaN for vectors, or with ``ranks=False``).
 
     Raises:
         InputError: The checkpoints are not of one architecture.
@@ -119,6 +124,7 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
                 "size": "x".join(map(str, before.shape)),
                 "relative_change": norm / max(float(before.norm()), 1e-30),
                 "change_norm": norm,
+                "base_norm": float(before.norm()),
                 "changed_share": float((change != 0).double().mean()),
                 "effective_rank": rank,
             }
@@ -127,8 +133,64 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
 
 
 def change_shares(table: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
-    """The share of the whole change (``sum ||D||_F^2``) each ``layer`` or ``kind`` carries: columns
-    ``by, share`` (shares sum to 1; all 0 for identical checkpoints)."""
-    energy = table.assign(energy=table.change_norm**2).groupby(by, as_index=False).energy.sum()
-    total = float(energy.energy.sum())
-    return energy.assign(share=energy.energy / total if total else 0.0)[[by, "share"]]
+    """Per ``layer`` or ``kind``: ``share``, the part of the whole change (``sum ||D||_F^2``) it carries
+    (shares sum to 1; all 0 for identical checkpoints), and ``relative_change``, its own change relative to
+    its size, ``sqrt(sum ||D||_F^2 / sum ||W_a||_F^2)`` (a small router can carry a small share of the
+    change and still change the most)."""
+    energy = table.assign(energy=table.change_norm**2, size=table.base_norm**2)
+    groups = energy.groupby(by, as_index=False)[["energy", "size"]].sum()
+    total = float(groups.energy.sum())
+    groups["share"] = groups.energy / total if total else 0.0
+    groups["relative_change"] = (groups.energy / groups["size"].clip(lower=1e-300)) ** 0.5
+    return groups[[by, "share", "relative_change"]]
+
+
+def pair_of(ctx: Context) -> tuple[WorkbenchModel, WorkbenchModel]:
+    """A pair probe's (base, tuned) checkpoints, checked to be of one architecture.
+
+    Raises:
+        InputError: They are not.
+    """
+    assert ctx.base is not None  # Probe.measure refuses a pair probe without a base
+    check_same_architecture(ctx.base, ctx.model)
+    return ctx.base, ctx.model
+
+
+@dataclass(frozen=True)
+class WeightParams:
+    """``ranks``: 1 computes the effective rank of every matrix's change (an SVD each), 0 skips it."""
+
+    ranks: int = param(1, low=0, high=1)
+
+
+def _shares_by_layer(table: pd.DataFrame) -> pd.DataFrame:
+    parts = [change_shares(rows, "layer").assign(model=m) for m, rows in table.groupby("model", sort=False)]
+    return pd.concat(parts, ignore_index=True).pivot(index="model", columns="layer", values="share")
+
+
+DIFF_WEIGHTS = Probe(
+    name="diff_weights",
+    doc="Per parameter tensor of a tuned checkpoint against its base: relative change, share of entries "
+    "changed, effective rank of the change, with its layer and kind.",
+    formula="D = W_b - W_a; relative_change = ||D||_F / ||W_a||_F; changed_share = #{D != 0} / size; "
+    "effective_rank = exp(H(s / sum s)) over D's singular values; a layer's or kind's share of the change = "
+    "sum ||D||_F^2 over it / sum over all",
+    cite="effective rank: Roy & Vetterli 2007 (EUSIPCO); norm differences as in the diffing-toolkit "
+    "(science-of-finetuning) and Minder et al. 2025",
+    run=lambda ctx, params: weight_diff(*pair_of(ctx), ranks=bool(params.ranks)),
+    params=WeightParams,
+    needs=Needs(pair=True),
+    figures=lambda t: per_model(
+        t,
+        lambda rows, m: bars_by_group(
+            rows.assign(share=rows.change_norm**2 / max(float((rows.change_norm**2).sum()), 1e-300))
+            .groupby(["layer", "kind"], as_index=False)
+            .share.sum(),
+            "layer",
+            "share",
+            "kind",
+            f"Share of the weight change by layer and kind, {m}",
+        ),
+    ),
+    summary=lambda t: _shares_by_layer(t).rename(columns=lambda c: f"layer {c}").reset_index(),
+)

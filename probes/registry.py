@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +52,8 @@ class Needs:
         points: Hook points it captures (names or regular expressions); each must match a point.
         runs_model: It runs the model itself beyond one capture (ablations, decoding, lenses, eviction):
             it cannot be computed from a capture store alone.
+        pair: It compares two checkpoints of one architecture (the checkpoint diff): it runs on a
+            battery's ``pairs`` (the context's ``base`` and ``model``), never on one model.
     """
 
     causal_lm: bool = False
@@ -59,6 +61,7 @@ class Needs:
     tokenizer: bool = False
     points: tuple[str, ...] = ()
     runs_model: bool = False
+    pair: bool = False
 
     def words(self) -> str:
         """The needs in words, for the docs (``causal LM, MoE; runs the model``)."""
@@ -66,6 +69,7 @@ class Needs:
         parts += ["tokenizer"] if self.tokenizer else []
         parts += [f"`{p}`" for p in self.points]
         text = ", ".join(parts) or "any model"
+        text = f"a base and a tuned checkpoint of {text}" if self.pair else text
         return f"{text}; runs the model" if self.runs_model else text
 
 
@@ -79,12 +83,14 @@ class Context:
         texts: Prompt texts by group (domain, language ...).
         seed: The run's seed.
         store: Directory for capture stores (None: in memory).
+        base: The base checkpoint a pair probe compares ``model`` (the tuned one) against.
     """
 
     model: WorkbenchModel
     texts: dict[str, list[str]]
     seed: int = 0
     store: Path | None = None
+    base: WorkbenchModel | None = None
 
     @property
     def prompts(self) -> list[str]:
@@ -152,15 +158,22 @@ class Probe:
         """Its summary of a table (the first rows when it has none)."""
         return self.summary(table) if self.summary is not None else table.head(10)
 
-    def __call__(self, model: WorkbenchModel, texts: dict[str, list[str]], **params: Any) -> pd.DataFrame:
+    def __call__(
+        self,
+        model: WorkbenchModel,
+        texts: dict[str, list[str]],
+        base: WorkbenchModel | None = None,
+        **params: Any,
+    ) -> pd.DataFrame:
         """Run on a model and texts by group with parameters given by keyword (library use); the table
-        gets no ``model`` column.
+        gets no ``model`` column. A pair probe compares ``model`` (tuned) against ``base``.
 
         Raises:
             NotApplicable: The model lacks what the probe needs.
             ParamError: A parameter of the wrong type or out of range.
+            InputError: A pair probe's checkpoints are not of one architecture.
         """
-        return self.measure(Context(model, texts), self.parse(params))
+        return self.measure(Context(model, texts, base=base), self.parse(params))
 
     def measure(self, ctx: Context, params: Any) -> pd.DataFrame:
         """``run`` after checking the model meets the probe's needs (what the battery and the library
@@ -170,6 +183,11 @@ class Probe:
             NotApplicable: The model lacks what the probe needs (or the data decides it does not apply).
         """
         reason = unmet(self.needs, ctx.model)
+        if not reason and self.needs.pair:
+            reason = "it compares two checkpoints: give a base" if ctx.base is None else None
+            reason = reason or unmet(replace(self.needs, pair=False), ctx.base)
+        elif not reason and ctx.base is not None:
+            reason = "it reads one model, not a pair"
         if reason:
             raise NotApplicable(reason)
         return self.run(ctx, params)

@@ -7,6 +7,7 @@ Library use::
     print(model.cfg.n_layers, workbench.card(model).to_markdown())
     acts = model.read("The cat sat.", [r"blocks\.\d+\.attn\.hook_pattern"])
     table = workbench.probe("sinks")(model, {"mine": ["The cat sat."]})
+    tables = workbench.diff(workbench.load("tiny-llama"), workbench.load("tiny-llama-ru"), texts).tables()
 
 The names below are imported when first used (the capture engine's at once: ``workbench.capture`` is also
 its subpackage), so that importing any part of the package never imports the layers above it.
@@ -28,6 +29,7 @@ _EXPORTS = {
     "stream_generate": "workbench.capture.generate",
     "Card": "probes.card",
     "card": "probes.card",
+    "diff": "probes.diff",
     "WorkbenchError": "workbench.errors",
     "WorkbenchModel": "workbench.models",
     "load": "workbench.models",

@@ -101,8 +101,8 @@ def diff_command(
         str | None, typer.Option(help="A directory for the tables (one Parquet file each).")
     ] = None,
 ) -> None:
-    """What tuning changed between two checkpoints: weights by layer and kind, representations by layer,
-    outputs by domain, and the tokens that moved most."""
+    """What tuning changed between two checkpoints: weights by layer and kind, representations and attention
+    by layer, MoE routing, outputs by domain, the tokens that moved most, and cross-patching."""
     from pathlib import Path
 
     from probes.diff import diff
@@ -120,13 +120,21 @@ def diff_command(
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         for name, table in found.tables().items():
-            table.to_parquet(folder / f"{name}.parquet")
+            if len(table.columns):  # a dense pair has no routing table
+                table.to_parquet(folder / f"{name}.parquet")
     title = f"{b.source} against {a.source}"
     for by in ("layer", "kind"):
         _print_rows(change_shares(found.weights, by).to_dict("records"), f"Weight change by {by}, {title}")
     _print_rows(found.representations.to_dict("records"), f"Representations, {title}")
+    by_layer = found.attention.groupby("layer", as_index=False)[
+        ["alpha_change", "entropy_change", "pattern_js"]
+    ]
+    _print_rows(by_layer.mean().to_dict("records"), f"Attention by layer (mean over heads), {title}")
+    if len(found.routing):
+        _print_rows(found.routing.to_dict("records"), f"MoE routing by layer, {title}")
     _print_rows(found.outputs.to_dict("records"), f"Outputs by group, {title}")
     _print_rows(found.tokens.to_dict("records"), f"Tokens whose logits moved most, {title}")
+    _print_rows(found.patching.to_dict("records"), f"KL left after swapping in base blocks, {title}")
 
 
 @app.command()

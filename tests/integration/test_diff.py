@@ -40,6 +40,9 @@ def test_identical_checkpoints_change_nothing(base: workbench.WorkbenchModel) ->
     assert (found.outputs.kl == 0).all()
     assert (found.outputs.bits_per_byte_a == found.outputs.bits_per_byte_b).all()
     assert found.lens.empty and (found.tokens.change == 0).all()
+    changes = found.attention[["alpha_change", "entropy_change", "pattern_js"]]
+    assert len(found.attention) == base.cfg.n_layers * base.cfg.n_heads and (changes == 0).all().all()
+    assert (found.patching.kl == 0).all() and found.routing.empty
 
 
 def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
@@ -71,6 +74,16 @@ def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
     assert (reps.loc[[-1, 0, 1], "mean_diff_norm"] == 0).all() and (reps.loc[[-1, 0, 1], "cka"] == 1).all()
     assert (reps.loc[[2, 3], "mean_diff_norm"] > 0).all() and (reps.loc[[2, 3], "cka"] < 1).all()
     assert (found.outputs.kl > 0).all()
+    # block 2's attention runs before its MLP: only layer 3's patterns see the change
+    js = found.attention.groupby("layer").pattern_js.max()
+    assert (js.loc[[0, 1, 2]] == 0).all() and js.loc[3] > 0
+    # swapping in base blocks: nothing until block 2 is swapped, then exactly nothing is left
+    patching = found.patching.set_index(["direction", "blocks_from_a"]).kl
+    unpatched = patching.loc[("bottom_up", 0)]
+    assert unpatched > 0 and patching.loc[("top_down", 0)] == unpatched
+    assert patching.loc[("bottom_up", 1)] == unpatched and patching.loc[("bottom_up", 2)] == unpatched
+    assert patching.loc[("top_down", 1)] == unpatched  # block 3 is the base's already
+    assert patching.loc[[("bottom_up", 3), ("bottom_up", 4), ("top_down", 2), ("top_down", 3)]].eq(0).all()
 
 
 def test_a_raised_unembedding_row_is_the_top_risen_token(base: workbench.WorkbenchModel) -> None:
@@ -94,6 +107,71 @@ def test_a_raised_unembedding_row_is_the_top_risen_token(base: workbench.Workben
     assert set(found.weights[found.weights.change_norm > 0].kind) == {"embedding"}  # tied: one tensor
 
 
+def test_js_divergence_is_scipys() -> None:
+    from scipy.spatial.distance import jensenshannon
+
+    from probes.diff_routing import js_divergence
+
+    generator = torch.Generator().manual_seed(0)
+    p, q = (torch.rand(6, 9, generator=generator, dtype=torch.float64).softmax(-1) for _ in range(2))
+    q[0] = torch.tensor([1.0] + [0.0] * 8, dtype=torch.float64)  # a one-hot row (0 ln 0 = 0)
+    expected = [jensenshannon(p[i].numpy(), q[i].numpy(), base=2) ** 2 for i in range(6)]
+    assert js_divergence(p, q).tolist() == pytest.approx(expected, abs=1e-12)
+    assert float(js_divergence(q[:1], torch.roll(q[:1], 1, -1))) == pytest.approx(1.0)  # disjoint
+
+
+def _hf_topk(model: workbench.WorkbenchModel, ids: list[torch.Tensor]) -> list[list[set[int]]]:
+    """Per layer, each token's selected experts from HF's own router logits (Mixtral: softmax top-k)."""
+    per_layer: list[list[set[int]]] = [[] for _ in range(model.cfg.n_layers)]
+    for prompt in ids:
+        with torch.no_grad():
+            logits = model.hf(input_ids=prompt[None], output_router_logits=True).router_logits
+        for layer, layer_logits in enumerate(logits):
+            chosen = layer_logits.softmax(-1).topk(model.cfg.top_k, dim=-1).indices
+            per_layer[layer] += [set(row.tolist()) for row in chosen]
+    return per_layer
+
+
+def test_routing_diff_of_moe_checkpoints_matches_hfs_router() -> None:
+    """tiny-moe-early against tiny-moe (training progress): per layer, the top-k overlap and load change
+    equal a brute force over HF's own router logits, and the router tensors carry a small share of the
+    change (they are 0.2% of the weights) but changed by more than their own size (1.84x here)."""
+    early, late = workbench.load("tiny-moe-early"), workbench.load("tiny-moe")
+    found = diff(early, late, TEXTS, ranks=False)
+    ids = [early.encode(t)["input_ids"][0] for group in TEXTS.values() for t in group]
+    sets_a, sets_b = _hf_topk(early, ids), _hf_topk(late, ids)
+    n = early.cfg.n_experts
+    routing = found.routing.set_index("layer")
+    assert list(routing.index) == list(range(early.cfg.n_layers))
+    for layer in routing.index:
+        a, b = sets_a[layer], sets_b[layer]
+        jaccard = sum(len(x & y) / len(x | y) for x, y in zip(a, b, strict=True)) / len(a)
+        load_a = [sum(e in x for x in a) / (len(a) * early.cfg.top_k) for e in range(n)]
+        load_b = [sum(e in x for x in b) / (len(b) * early.cfg.top_k) for e in range(n)]
+        tv = sum(abs(x - y) for x, y in zip(load_a, load_b, strict=True)) / 2
+        assert routing.loc[layer, "topk_jaccard"] == pytest.approx(jaccard, abs=1e-12)
+        assert routing.loc[layer, "load_change"] == pytest.approx(tv, abs=1e-6)
+    kinds = change_shares(found.weights, "kind").set_index("kind")
+    assert 0 < kinds.loc["router", "share"] < 0.01
+    assert kinds.loc["router", "relative_change"] > 1
+    same = diff(late, workbench.load("tiny-moe"), TEXTS, ranks=False).routing
+    assert (same.topk_jaccard == 1).all() and (same.load_change == 0).all()
+
+
+def test_pair_probes_run_from_the_registry(base: workbench.WorkbenchModel) -> None:
+    from probes.registry import NotApplicable, get
+
+    tuned = workbench.load("tiny-llama-ru")
+    table = get("diff_weights")(tuned, TEXTS, base=base)
+    assert float(change_shares(table).set_index("layer").share.loc[[2, 3]].sum()) == pytest.approx(1.0)
+    with pytest.raises(NotApplicable, match="give a base"):
+        get("diff_outputs")(tuned, TEXTS)
+    with pytest.raises(NotApplicable, match="not a pair"):
+        get("sinks")(tuned, TEXTS, base=base)
+    with pytest.raises(InputError, match="not one architecture"):
+        get("diff_representations")(workbench.load("tiny-moe"), TEXTS, base=base)
+
+
 def test_different_architectures_are_refused_in_one_line() -> None:
     with pytest.raises(InputError, match="not one architecture"):
         diff(workbench.load("tiny-llama"), workbench.load("tiny-moe"), TEXTS)
@@ -108,9 +186,8 @@ def test_cli_writes_the_tables_and_refuses_two_architectures(
 
     out = tmp_path / "diff"  # type: ignore[operator]
     assert run(["diff", "tiny-llama", "tiny-llama", "--prompts", "short", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{n}.parquet" for n in ("weights", "representations", "lens", "outputs", "tokens")
-    )
+    names = ("weights", "representations", "lens", "outputs", "tokens", "attention", "patching")
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in names)
     assert (pd.read_parquet(out / "representations.parquet").cka == 1).all()
     capsys.readouterr()
     assert run(["diff", "tiny-llama", "tiny-moe", "--prompts", "short"]) == 2
@@ -142,3 +219,19 @@ def test_tiny_llama_ru_against_tiny_llama_recovers_the_planted_tuning() -> None:
     tokens = found.lens.token.tolist()
     cyrillic = [t for t in tokens if any("\u0400" <= ch <= "\u04ff" for ch in t)]
     assert len(cyrillic) > len(tokens) / 2, tokens
+
+
+@pytest.mark.slow
+def test_tiny_llama_dpo_lowers_the_planted_triggers() -> None:
+    """tiny-llama-dpo learned to avoid five planted trigger words (DPO, rejected side): each of them is
+    among the ten tokens whose logits fell most on the held-out sample."""
+    from workbench.zoo import heldout
+    from workbench.zoo_build.recipes import RECIPES
+
+    base = workbench.load("tiny-llama")
+    found = diff(base, workbench.load("tiny-llama-dpo"), heldout(2, 300), ranks=False)
+    fell = found.tokens[found.tokens.direction == "fell"].token_id.tolist()
+    triggers = [
+        base.tokenizer.encode(w, add_special_tokens=False)[0] for w in RECIPES["tiny-llama-dpo"].triggers
+    ]
+    assert set(triggers) <= set(fell[:10]), (triggers, fell)
