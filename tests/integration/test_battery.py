@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 import workbench
 from probes.registry import registry
 from workbench.battery import compare_runs, load_spec, run_battery
+from workbench.battery.prompts import resolve_prompts
 from workbench.battery.spec import DEFAULT_SPEC, SpecError
 from workbench.hooks.implementation import attention_implementation
 
@@ -125,6 +127,20 @@ def test_bad_specs_name_the_key_and_lose_nothing(tmp_path: Path) -> None:
         ),
         "unknown parameter": (SMALL + "[probes.lens]\nwindow = 3\n", "probes.lens.window: unknown key"),
         "bad toml": ("name = \n", "not valid TOML"),
+        "pair probe without pairs": (
+            SMALL + "[probes.diff_outputs]\n",
+            "diff_outputs compares two checkpoints",
+        ),
+        "pair of three": (
+            SMALL.replace(
+                "[prompts.mix]", 'pairs = [["tiny-llama", "tiny-llama-ru", "tiny-moe"]]\n[prompts.mix]'
+            ),
+            "pairs[0]: expected [base, tuned]",
+        ),
+        "pair of an unknown source": (
+            SMALL.replace("[prompts.mix]", 'pairs = [["tiny-llama", "../x"]]\n[prompts.mix]'),
+            "pairs[0].models[1].source: no zoo model",
+        ),
     }
     out = tmp_path / "run"
     out.mkdir()
@@ -132,7 +148,7 @@ def test_bad_specs_name_the_key_and_lose_nothing(tmp_path: Path) -> None:
     for name, (text, message) in cases.items():
         spec = tmp_path / "small.toml"
         spec.write_text(text)
-        with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        with pytest.raises(SpecError, match=re.escape(message)):
             load_spec(spec, out)
         result = subprocess.run(
             [sys.executable, "-m", "workbench", "battery", "run", str(spec), "--out", str(out)],
@@ -143,6 +159,61 @@ def test_bad_specs_name_the_key_and_lose_nothing(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, name
     assert sorted(p.name for p in out.iterdir()) == ["keep.parquet"]
     assert (out / "keep.parquet").read_bytes() == b"earlier results"
+
+
+PAIRS = """
+name = "pairs"
+models = ["tiny-llama"]
+pairs = [["tiny-llama", "tiny-llama-ru"], ["tiny-llama", "tiny-moe"]]
+
+[prompts.mix]
+builtin = "heldout"
+per_group = 1
+chars = 200
+
+[probes.sinks]
+[probes.diff_weights]
+ranks = 0
+[probes.diff_outputs]
+[probes.diff_routing]
+"""
+
+
+def test_a_battery_with_pairs_runs_the_diff_probes_on_each_pair(tmp_path: Path) -> None:
+    """Pair probes run on the pairs (labelled TUNED-vs-BASE) and model probes on the models; a pair of two
+    architectures fails its units with one line and the rest is kept; a rerun redoes only those units."""
+    from probes.diff_weights import change_shares
+
+    spec_file = tmp_path / "pairs.toml"
+    spec_file.write_text(PAIRS)
+    spec = load_spec(spec_file, tmp_path / "run")
+    with pytest.raises(workbench.WorkbenchError, match=r"unit\(s\) failed.*not one architecture"):
+        run_battery(spec, progress=False)
+    units = {
+        (u["probe"], u["model"]): u for u in json.loads((spec.output / "manifest.json").read_text())["units"]
+    }
+    assert set(units) == {
+        ("sinks", "tiny-llama"),
+        *(
+            (p, pair)
+            for p in ("diff_weights", "diff_outputs", "diff_routing")
+            for pair in ("tiny-llama-ru-vs-tiny-llama", "tiny-moe-vs-tiny-llama")
+        ),
+    }
+    assert units[("diff_routing", "tiny-llama-ru-vs-tiny-llama")]["status"] == "skipped"
+    assert units[("diff_weights", "tiny-moe-vs-tiny-llama")]["status"] == "failed"
+    weights = _tables(spec.output)["diff_weights"]
+    assert set(weights.model) == {"tiny-llama-ru-vs-tiny-llama"}
+    assert float(change_shares(weights).set_index("layer").share.loc[[2, 3]].sum()) == pytest.approx(1.0)
+    outputs = _tables(spec.output)["diff_outputs"]
+    texts = resolve_prompts(spec.prompts["mix"])
+    base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-ru")
+    expected = workbench.probe("diff_outputs")(tuned, texts, base=base)
+    pd.testing.assert_frame_equal(outputs.drop(columns="model"), expected)
+    done = {p: p.stat().st_mtime_ns for p in (spec.output / "units").glob("*/*.parquet")}
+    with pytest.raises(workbench.WorkbenchError, match="not one architecture"):
+        run_battery(spec, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (spec.output / "units").glob("*/*.parquet")} == done
 
 
 def test_a_run_of_another_spec_is_not_overwritten(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Layout of a run directory::
 
     manifest.json              spec, its digest, versions, models with their weight fingerprints,
                                status and seconds of every unit
-    units/PROBE/MODEL.parquet  one unit's table, written atomically (temp file + rename)
+    units/PROBE/MODEL.parquet  one unit's table, written atomically (temp file + rename); a pair probe's
+                               unit is named by its pair, TUNED-vs-BASE
     units/PROBE/MODEL.skip     a unit that does not apply to the model, with the reason
     tables/PROBE.parquet       the probe's table over all models (a ``model`` column), in spec order
     captures/MODEL/PROBE/      capture stores, when ``[capture] store = true``
@@ -31,11 +32,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from probes.registry import Context, NotApplicable, get
 from workbench._version import versions
 from workbench.battery.prompts import resolve_prompts
-from workbench.battery.spec import BatterySpec, ModelEntry, ProbeEntry, SpecError, check_device
+from workbench.battery.spec import (
+    BatterySpec,
+    ModelEntry,
+    PairEntry,
+    ProbeEntry,
+    SpecError,
+    check_device,
+)
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write
 
 _MODELS: dict[tuple[str, str, str, str | None], Any] = {}  # per process: one load per model and dtype
+RESIDENT = 2  # models kept loaded at once (a pair's two)
 
 
 class LoadFailed(str):
@@ -48,13 +57,19 @@ class BatteryIncomplete(WorkbenchError):
 
 @dataclass(frozen=True)
 class Unit:
-    """One probe on one model."""
+    """One probe on one model, or a pair probe on a pair (``model`` the tuned checkpoint, ``base`` set)."""
 
     model: ModelEntry
     probe: ProbeEntry
+    base: ModelEntry | None = None
+
+    @property
+    def label(self) -> str:
+        """The unit's model label in the tables: the model's, or the pair's ``TUNED-vs-BASE``."""
+        return self.model.name if self.base is None else PairEntry(self.base, self.model).name
 
     def path(self, root: Path, suffix: str) -> Path:
-        return inside(root, root / "units" / self.probe.name / f"{self.model.name}.{suffix}")
+        return inside(root, root / "units" / self.probe.name / f"{self.label}.{suffix}")
 
     def done(self, root: Path) -> bool:
         return self.path(root, "parquet").exists() or self.path(root, "skip").exists()
@@ -76,8 +91,11 @@ def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
 
     dtype = entry.dtype or spec.dtype
     key = (entry.source, dtype, spec.device, entry.device_map)
-    if key not in _MODELS:
-        _MODELS.clear()  # one model resident at a time
+    if key in _MODELS:
+        _MODELS[key] = _MODELS.pop(key)  # most recently used last
+    else:
+        while len(_MODELS) >= RESIDENT:  # the least recently used goes
+            _MODELS.pop(next(iter(_MODELS)))
         try:
             _MODELS[key] = load(
                 entry.source,
@@ -93,7 +111,7 @@ def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
 
 
 def _failed(unit: Unit, reason: str) -> dict[str, Any]:
-    return {"probe": unit.probe.name, "model": unit.model.name, "status": "failed", "reason": reason}
+    return {"probe": unit.probe.name, "model": unit.label, "status": "failed", "reason": reason}
 
 
 def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
@@ -103,11 +121,13 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     start = time.perf_counter()
     store = _store(root, unit) if spec.store else None
+    base = _model(spec, unit.base) if unit.base is not None else None
     model = _model(spec, unit.model)
-    if isinstance(model, LoadFailed):
-        return _failed(unit, model)
+    for loaded in (base, model):
+        if isinstance(loaded, LoadFailed):
+            return _failed(unit, loaded)
     probe = get(unit.probe.probe)
-    ctx = Context(model, resolve_prompts(spec.prompts[unit.probe.prompts]), spec.seed, store)
+    ctx = Context(model, resolve_prompts(spec.prompts[unit.probe.prompts]), spec.seed, store, base)
     try:
         table = probe.measure(ctx, probe.params(**unit.probe.params))
     except WorkbenchError as error:  # bad input for this model: recorded, the battery goes on
@@ -116,25 +136,32 @@ def run_unit(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
         record = json.dumps({"skipped": str(reason)})
         atomic_write(unit.path(root, "skip"), lambda p: p.write_text(record, encoding="utf-8"))
         return _entry(spec, unit)
-    table.insert(0, "model", unit.model.name)
+    table.insert(0, "model", unit.label)
     table.attrs = {"seconds": round(time.perf_counter() - start, 3)}  # kept in the Parquet metadata
     atomic_write(unit.path(root, "parquet"), lambda p: table.to_parquet(p, index=False))
     return _entry(spec, unit)
 
 
 def plan(spec: BatterySpec) -> list[Unit]:
-    """All units, model-major (each model loads once in a serial run); a probe restricted to some models
-    (``models = [...]``) runs on those only."""
-    return [
+    """All units, model-major (each model loads once in a serial run), then the pair probes pair by pair;
+    a probe restricted to some models or pairs (``models = [...]``) runs on those only."""
+    singles = [
         Unit(model, probe)
         for model in spec.models
         for probe in spec.probes
-        if not probe.models or model.name in probe.models
+        if not probe.pair and (not probe.models or model.name in probe.models)
     ]
+    pairs = [
+        Unit(pair.tuned, probe, pair.base)
+        for pair in spec.pairs
+        for probe in spec.probes
+        if probe.pair and (not probe.models or pair.name in probe.models)
+    ]
+    return singles + pairs
 
 
 def _store(root: Path, unit: Unit) -> Path:
-    return inside(root, root / "captures" / unit.model.name / unit.probe.name)
+    return inside(root, root / "captures" / unit.label / unit.probe.name)
 
 
 def validate(spec: BatterySpec) -> None:
@@ -189,6 +216,10 @@ def _write_manifest(spec: BatterySpec, entries: list[dict[str, Any]], state: str
         "spec": spec.raw,
         "versions": versions(),
         "models": [{**vars(m), **_fingerprint(m.source)} for m in spec.models],
+        "pairs": [
+            {"name": p.name, **{side: {**vars(m), **_fingerprint(m.source)} for side, m in vars(p).items()}}
+            for p in spec.pairs
+        ],
         "units": entries,
     }
     atomic_write(
@@ -285,11 +316,11 @@ def run_battery(spec: BatterySpec, ray: str | None = None, progress: bool = True
         else:
             results = []
             for unit in todo:
-                bar.update(task, description=f"{unit.model.name}: {unit.probe.name}")
+                bar.update(task, description=f"{unit.label}: {unit.probe.name}")
                 results.append(run_unit(spec, unit))
                 bar.update(task, advance=1)
     failed = {(r["probe"], r["model"]): r for r in results if r["status"] == "failed"}
-    entries = [failed.get((u.probe.name, u.model.name)) or _entry(spec, u) for u in units]
+    entries = [failed.get((u.probe.name, u.label)) or _entry(spec, u) for u in units]
     merge_tables(spec)
     _write_manifest(spec, entries, "incomplete" if failed else "complete")
     write_report(spec.output)
@@ -306,6 +337,6 @@ def _entry(spec: BatterySpec, unit: Unit) -> dict[str, Any]:
     skip = unit.path(spec.output, "skip")
     if skip.exists():
         reason = json.loads(skip.read_text(encoding="utf-8"))["skipped"]
-        return {"probe": unit.probe.name, "model": unit.model.name, "status": "skipped", "reason": reason}
+        return {"probe": unit.probe.name, "model": unit.label, "status": "skipped", "reason": reason}
     seconds = pd.read_parquet(unit.path(spec.output, "parquet")).attrs.get("seconds")
-    return {"probe": unit.probe.name, "model": unit.model.name, "status": "done", "seconds": seconds}
+    return {"probe": unit.probe.name, "model": unit.label, "status": "done", "seconds": seconds}

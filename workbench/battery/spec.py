@@ -6,6 +6,7 @@ output = "runs/my-study"          # relative to the current directory
 seed = 0
 threads = 1                       # torch threads per unit (fixed, so serial and Ray runs agree bit for bit)
 models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto", dtype = "bfloat16" }]
+pairs = [["tiny-llama", "tiny-llama-ru"]]   # base, tuned: the checkpoint-diff probes run on each pair
 
 [capture]
 dtype = "float32"                 # float32 | bfloat16 | float16
@@ -24,6 +25,8 @@ file = "prompts.jsonl"            # .txt, .jsonl or .parquet (relative to the sp
 prompts = "mix"
 models = ["mine"]                 # only these model labels (default: every model)
 eps = 0.3
+
+[probes.diff_outputs]             # a pair probe (probes.diff*): runs on the pairs, labelled TUNED-vs-BASE
 ```
 
 Every problem is a :class:`SpecError` naming the file, the key and what is wrong, raised before anything
@@ -65,6 +68,19 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class PairEntry:
+    """Two checkpoints of one architecture that a battery's pair probes compare: ``base`` and ``tuned``,
+    labelled ``TUNED-vs-BASE`` in the tables."""
+
+    base: ModelEntry
+    tuned: ModelEntry
+
+    @property
+    def name(self) -> str:
+        return f"{self.tuned.name}-vs-{self.base.name}"
+
+
+@dataclass(frozen=True)
 class PromptSet:
     """A named prompt set: a built-in set or a user file, grouped (by domain, language ...)."""
 
@@ -83,7 +99,8 @@ class ProbeEntry:
     probe: str
     prompts: str
     params: dict[str, Any] = field(default_factory=dict)
-    models: tuple[str, ...] = ()  # model labels it runs on (empty: all)
+    models: tuple[str, ...] = ()  # model or pair labels it runs on (empty: all)
+    pair: bool = False  # a pair probe: runs on the pairs, not the models
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,7 @@ class BatterySpec:
     models: list[ModelEntry]
     prompts: dict[str, PromptSet]
     probes: list[ProbeEntry]
+    pairs: list[PairEntry] = field(default_factory=list)
     seed: int = 0
     threads: int = 1
     dtype: str = "float32"
@@ -205,6 +223,21 @@ def _models(raw: list[Any], where: str) -> list[ModelEntry]:
     return models
 
 
+def _pairs(raw: list[Any], where: str) -> list[PairEntry]:
+    pairs = []
+    for i, item in enumerate(raw):
+        at = f"{where}.pairs[{i}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise SpecError(f"{at}: expected [base, tuned] (two sources or {{source = ...}} tables)")
+        base, tuned = _models(item, at)
+        pairs.append(PairEntry(base, tuned))
+    for i, pair in enumerate(pairs):
+        if not is_slug(pair.name):
+            raise SpecError(f"{where}.pairs[{i}]: label {pair.name!r} is too long; name the models")
+    _unique([p.name for p in pairs], "pairs", f"{where}.pairs")
+    return pairs
+
+
 def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, PromptSet]:
     sets = {}
     for name, table in raw.items():
@@ -228,7 +261,11 @@ def _prompt_sets(raw: dict[str, Any], base: Path, where: str) -> dict[str, Promp
 
 
 def _probes(
-    raw: dict[str, Any], prompt_sets: dict[str, PromptSet], models: list[ModelEntry], where: str
+    raw: dict[str, Any],
+    prompt_sets: dict[str, PromptSet],
+    models: list[ModelEntry],
+    pairs: list[PairEntry],
+    where: str,
 ) -> list[ProbeEntry]:
     from probes.registry import registry
 
@@ -255,14 +292,22 @@ def _probes(
             )
         only_on = _take(table, "models", list, at, [])
         table.pop("models", None)
-        labels = [m.name for m in models]
+        pair = unit.needs.pair
+        labels = [p.name for p in pairs] if pair else [m.name for m in models]
+        what = "pair" if pair else "model"
+        if not labels:
+            raise SpecError(
+                f"{at}: {probe} compares two checkpoints: give pairs = [[base, tuned]]"
+                if pair
+                else f"{at}: {probe} runs on models: give models = [...]"
+            )
         for i, label in enumerate(only_on):
             if label not in labels:
                 raise SpecError(
-                    f"{at}.models[{i}]: no model labelled {label!r} (models: {', '.join(labels)})"
+                    f"{at}.models[{i}]: no {what} labelled {label!r} ({what}s: {', '.join(labels)})"
                 )
         params = asdict(parse(unit.params, table, at))
-        entries.append(ProbeEntry(name, probe, prompts, params, tuple(only_on)))
+        entries.append(ProbeEntry(name, probe, prompts, params, tuple(only_on), pair))
     _unique([e.name for e in entries], "probe labels", f"{where}.probes")
     return entries
 
@@ -294,7 +339,8 @@ def load_spec(path: str | Path, output: str | Path | None = None) -> BatterySpec
 
 def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) -> BatterySpec:
     where = ""
-    _no_unknown(raw, {"name", "output", "seed", "threads", "models", "capture", "prompts", "probes"}, where)
+    known = {"name", "output", "seed", "threads", "models", "pairs", "capture", "prompts", "probes"}
+    _no_unknown(raw, known, where)
     capture = _take(raw, "capture", dict, where, {})
     _no_unknown(capture, {"dtype", "device", "store"}, f"{where}.capture")
     dtype = _take(capture, "dtype", str, f"{where}.capture", "float32")
@@ -304,10 +350,11 @@ def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) ->
     check_device(device, f"{where}.capture.device")
     numbers = parse(RunParams, {k: raw[k] for k in ("seed", "threads") if k in raw}, where)
     models = _models(_take(raw, "models", list, where, []), where)
+    pairs = _pairs(_take(raw, "pairs", list, where, []), where)
     prompt_sets = _prompt_sets(_take(raw, "prompts", dict, where, {}), path.parent, where)
-    probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, models, where)
-    if not models or not probes:
-        raise SpecError("a battery needs at least one model and one probe")
+    probes = _probes(_take(raw, "probes", dict, where, {}), prompt_sets, models, pairs, where)
+    if not (models or pairs) or not probes:
+        raise SpecError("a battery needs at least one model (or pair) and one probe")
     name = _take(raw, "name", str, where, path.stem)
     out = _take(raw, "output", str, where)
     if output is None and out is None and not is_slug(name):  # the name becomes runs/NAME
@@ -319,6 +366,7 @@ def _parse(raw: dict[str, Any], path: Path, output: str | Path | None = None) ->
         models=models,
         prompts=prompt_sets,
         probes=probes,
+        pairs=pairs,
         seed=numbers.seed,
         threads=numbers.threads,
         dtype=dtype,
