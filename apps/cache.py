@@ -37,6 +37,17 @@ def card(source: str, measure: bool) -> pd.DataFrame:
     return build_card(model(source), measure=measure).frame()
 
 
+@st.cache_data(show_spinner="comparing the checkpoints", max_entries=4)
+def diff(base: str, tuned: str, prompt: str | None) -> dict[str, pd.DataFrame]:
+    """Every checkpoint-diff table (:func:`probes.diff.diff`) on the held-out sample (``prompt`` None, the
+    default battery's cut) or on one prompt."""
+    from probes.diff import diff as compare
+    from workbench.zoo import heldout
+
+    texts = heldout(2, 300) if prompt is None else {"prompt": [prompt]}
+    return compare(model(base), model(tuned), texts).tables()
+
+
 @st.cache_data(show_spinner="capturing", max_entries=16)
 def activity(source: str, prompt: str) -> data.LayerActivity:
     return data.layer_activity(model(source), prompt)

@@ -17,7 +17,12 @@ from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT
 from apps.views import VIEWS
 from workbench.errors import describe_unexpected, hide_paths
 
-TYPED = ("model", "battery_run", "battery_compare")  # text fields whose paths an error may repeat
+TYPED = (
+    "model",
+    "diff_base",
+    "battery_run",
+    "battery_compare",
+)  # text fields whose paths an error may repeat
 
 
 def _shown(message: str) -> str:

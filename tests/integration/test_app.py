@@ -264,3 +264,24 @@ def test_probes_view_runs_a_registered_probe_with_its_form() -> None:
     app.text_input(key="probe_kv_retention_budgets").set_value("0.5, 2").run()
     app.button(key="probe_run").click().run()
     assert len(app.error) == 1 and "budgets[1]: expected a number > 0 and <= 1" in app.error[0].value
+
+
+def test_diff_view_shows_the_pair_probes_of_the_card_base() -> None:
+    """tiny-llama-ru's card names tiny-llama as its base: the view compares the two on the held-out sample
+    and shows what the pair probes give; a base of another architecture is one error line."""
+    from probes.diff_weights import change_shares
+
+    app = _app("Checkpoint diff", model="tiny-llama-ru")
+    assert app.text_input(key="diff_base").value == "tiny-llama"
+    base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-ru")
+    texts = heldout(2, 300)
+    outputs = workbench.probe("diff_outputs")(tuned, texts, base=base)
+    assert float(_metric(app, "Mean KL")) == pytest.approx(float(outputs.kl.mean()), rel=1e-3)
+    shown = next(d.value for d in app.dataframe if "kind" in d.value.columns)
+    expected = change_shares(workbench.probe("diff_weights")(tuned, texts, base=base), "kind")
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected)
+    shown = next(d.value for d in app.dataframe if "bits_per_byte_a" in d.value.columns)
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), outputs)
+    assert len(app.get("plotly_chart")) >= 4 and not app.error
+    app.text_input(key="diff_base").set_value("tiny-moe").run()
+    assert len(app.error) == 1 and "not one architecture" in app.error[0].value

@@ -1,6 +1,6 @@
 """The app in a real browser: Playwright drives Debian's chromium against ``workbench app`` on localhost,
-opens every view, changes the prompt, clicks a cell for its details, selects a head and an expert, and
-saves screenshots."""
+opens every view, changes the prompt, clicks a cell for its details, selects a head and an expert, compares
+two checkpoints, and saves screenshots."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import workbench
 from apps.data import DEFAULT_MODEL
 from apps.driver import choose, click, open_view, runs, served, set_prompt, set_text, wait_run
 from apps.views import VIEWS
+from workbench.zoo import heldout
 
 
 def _one_error(page: Any, words: list[str]) -> str:
@@ -70,6 +71,14 @@ def test_every_view_in_chromium(
         assert page.get_by_text(markup, exact=False).count() >= 1
         assert page.locator("script:has-text('alert(\"x\")')").count() == 0
         page.screenshot(path=tmp_path / "markup.png", full_page=True)
+        set_text(page, "Model (zoo name or local directory)", "tiny-llama-dpo")
+        open_view(page, "Checkpoint diff")  # the card's base_model, tiny-llama, is the default base
+        base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-dpo")
+        kl = workbench.probe("diff_outputs")(tuned, heldout(2, 300), base=base).kl.mean()
+        shown = page.locator('[data-testid="stMetricValue"]').first.inner_text()
+        assert float(shown) == pytest.approx(float(kl), rel=1e-3)
+        assert page.get_by_text("KL left after swapping in base blocks", exact=False).count() >= 1
+        page.screenshot(path=tmp_path / "diff.png", full_page=True)
         for path, words in broken_models.values():  # one line each, no traceback, no server path
             set_text(page, "Model (zoo name or local directory)", str(path))
             _one_error(page, words)
@@ -79,4 +88,4 @@ def test_every_view_in_chromium(
         _one_error(page, ["invalid hook point pattern '('"])
         browser.close()
     assert errors == [] and dialogs == []
-    assert len(list(tmp_path.glob("*.png"))) == len(VIEWS) + 2
+    assert len(list(tmp_path.glob("*.png"))) == len(VIEWS) + 3
