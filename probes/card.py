@@ -214,15 +214,26 @@ def header(model: WorkbenchModel) -> dict[str, Fact]:
     }
 
 
-def card(model: WorkbenchModel, *, measure: bool = False) -> Card:
+def card(model: WorkbenchModel, *, measure: bool = False, base: WorkbenchModel | None = None) -> Card:
     """The card of a loaded model: the header and the thirty factors, read from the checkpoint's files;
     ``measure`` runs the cheap registered probes and fills the measured rows
-    (:func:`probes.card_measure.measured`)."""
+    (:func:`probes.card_measure.measured`); a ``base`` checkpoint fills the tuning rows 8, 12 and 14 from
+    the checkpoint diff against it (:func:`probes.card_diff.tuning_rows`, on the held-out sample).
+
+    Raises:
+        InputError: ``base`` is not of the model's architecture.
+    """
     rows = factors(model)
     if measure:
         from probes.card_measure import measured
 
         rows = measured(model, rows)
+    if base is not None:
+        from probes.card_diff import tuning_rows
+        from probes.card_measure import CHARS, PER_DOMAIN
+        from workbench.zoo import heldout
+
+        rows = tuning_rows(model, base, rows, heldout(PER_DOMAIN, CHARS))
     return Card(model.source, header(model), rows)
 
 

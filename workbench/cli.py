@@ -67,6 +67,16 @@ def card(
     measure: Annotated[
         bool, typer.Option("--measure", help="Run the cheap probes and fill the measured rows.")
     ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(help="A base checkpoint: fill the tuning rows (8, 12, 14) from the diff against it."),
+    ] = None,
+    diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff", help="With two models: the second's tuning rows from the diff against the first."
+        ),
+    ] = False,
     trust_remote_code: TrustOpt = False,
     allow_pickle: PickleOpt = False,
 ) -> None:
@@ -76,11 +86,22 @@ def card(
 
     if fmt not in ("rich", "json", "markdown"):
         raise WorkbenchError(f"unknown format {fmt!r}; use rich, json or markdown")
+    if diff and (other is None or base is not None):
+        raise WorkbenchError(
+            "--diff compares two models (A B): the first is the second's base; not with --base"
+        )
+    sources = [model] if other is None else [model, other]
+    loaded = [
+        _load(s, trust_remote_code, allow_pickle, config_ok=not (measure or base or diff)) for s in sources
+    ]
+    bases = [_load(base, trust_remote_code, allow_pickle)] * len(loaded) if base else [None] * len(loaded)
+    if diff:
+        bases = [None, loaded[0]]
     cards = []
-    for source in [model] if other is None else [model, other]:
-        loaded = _load(source, trust_remote_code, allow_pickle, config_ok=not measure)
-        with console.status(f"measuring {source}" if measure else f"reading {source}", spinner="dots"):
-            cards.append(build_card(loaded, measure=measure))
+    for source, this, against in zip(sources, loaded, bases, strict=True):
+        busy = measure or against is not None
+        with console.status(f"measuring {source}" if busy else f"reading {source}", spinner="dots"):
+            cards.append(build_card(this, measure=measure, base=against))
     shown = cards[0] if other is None else compare(*cards)
     if fmt == "json":
         print(shown.to_json())

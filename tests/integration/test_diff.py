@@ -235,3 +235,32 @@ def test_tiny_llama_dpo_lowers_the_planted_triggers() -> None:
         base.tokenizer.encode(w, add_special_tokens=False)[0] for w in RECIPES["tiny-llama-dpo"].triggers
     ]
     assert set(triggers) <= set(fell[:10]), (triggers, fell)
+
+
+def test_card_tuning_rows_from_the_diff(capsys: pytest.CaptureFixture[str]) -> None:
+    """`workbench card tiny-llama tiny-llama-dpo --diff`: rows 8, 12 and 14 differ; the DPO model's row 8
+    names its fallen triggers, row 14 the change per layer as the weights probe gives it; tiny-llama-ru's
+    row 14 says blocks 0-1 did not change; a base of another architecture is one line."""
+    import json
+
+    from workbench.cli import run
+    from workbench.zoo import heldout
+
+    assert run(["card", "tiny-llama", "tiny-llama-dpo", "--diff", "--format", "json"]) == 0
+    rows = {r["number"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert {n for n, r in rows.items() if r["differs"]} >= {8, 12, 14}
+    fell = json.loads(rows[8]["b"])["fell_most"]
+    assert {" love", " God", " night"} <= set(fell)
+    assert json.loads(rows[12]["b"])["read"] == ["dpo"]  # the model card's tag beside the measurement
+    base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-ru")
+    rows = {f.number: f for f in workbench.card(tuned, base=base).factors}
+    weights = workbench.probe("diff_weights")(tuned, heldout(2, 300), base=base)
+    shares = change_shares(weights).set_index("layer").share
+    assert rows[14].value["by_layer"] == {str(k): round(float(v), 4) for k, v in shares.items()}
+    assert (
+        rows[14].value["unchanged_layers"] == [0, 1] and "diff_weights against tiny-llama" in rows[14].source
+    )
+    assert rows[12].value["kinds_unchanged"] == ["embedding"]
+    assert run(["card", "tiny-llama-ru", "--base", "tiny-moe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not one architecture" in err[0]
