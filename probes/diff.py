@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from probes.compression import linear_cka
-from probes.diff_weights import check_same_architecture, pair_of, weight_diff
+from probes.diff_weights import change_shares, check_same_architecture, pair_of, weight_diff
 from probes.divergence import kl_divergence
 from probes.figures import bars_by_group, lines_by_group
 from probes.lens import decode
@@ -55,6 +55,23 @@ class Diff:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table by name."""
         return dict(vars(self))
+
+    def summaries(self) -> dict[str, pd.DataFrame]:
+        """The small tables a reader looks at first, by heading (the CLI prints them)."""
+        heads = self.attention.groupby("layer", as_index=False)[
+            ["alpha_change", "entropy_change", "pattern_js"]
+        ]
+        shown = {
+            "Weight change by layer": change_shares(self.weights, "layer"),
+            "Weight change by kind": change_shares(self.weights, "kind"),
+            "Representations": self.representations,
+            "Attention by layer (mean over heads)": heads.mean(),
+            "MoE routing by layer": self.routing,
+            "Outputs by group": self.outputs,
+            "Tokens whose logits moved most": self.tokens,
+            "KL left after swapping in base blocks": self.patching,
+        }
+        return {heading: table for heading, table in shown.items() if len(table)}
 
 
 def _states(model: WorkbenchModel, ids: list[torch.Tensor]) -> dict[int, list[torch.Tensor]]:

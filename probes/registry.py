@@ -184,7 +184,8 @@ class Probe:
         """
         reason = unmet(self.needs, ctx.model)
         if not reason and self.needs.pair:
-            reason = "it compares two checkpoints: give a base" if ctx.base is None else None
+            missing = "it compares two checkpoints: give a base (base=, --base or a battery's pairs)"
+            reason = missing if ctx.base is None else None
             reason = reason or unmet(replace(self.needs, pair=False), ctx.base)
         elif not reason and ctx.base is not None:
             reason = "it reads one model, not a pair"

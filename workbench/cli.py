@@ -111,6 +111,17 @@ def card(
         console.print(shown.to_rich())
 
 
+def _texts(prompts: str) -> dict[str, list[str]]:
+    """A built-in prompt set (held-out: cut as the default battery, 2 per domain, 300 characters) or a
+    file's, by group."""
+    from workbench.battery.prompts import resolve_prompts
+    from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
+
+    builtin = prompts if prompts in BUILTIN_PROMPTS else None
+    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}
+    return resolve_prompts(PromptSet(prompts, builtin, None if builtin else prompts, **cut))
+
+
 @app.command("diff")
 def diff_command(
     base: Annotated[str, typer.Argument(help="The base checkpoint (zoo name, directory or hub id).")],
@@ -127,13 +138,8 @@ def diff_command(
     from pathlib import Path
 
     from probes.diff import diff
-    from probes.diff_weights import change_shares
-    from workbench.battery.prompts import resolve_prompts
-    from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
 
-    builtin = prompts if prompts in BUILTIN_PROMPTS else None
-    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}
-    texts = resolve_prompts(PromptSet(prompts, builtin, None if builtin else prompts, **cut))
+    texts = _texts(prompts)
     a, b = _load(base), _load(tuned)
     with console.status(f"comparing {a.source} and {b.source}", spinner="dots"):
         found = diff(a, b, texts)
@@ -143,19 +149,8 @@ def diff_command(
         for name, table in found.tables().items():
             if len(table.columns):  # a dense pair has no routing table
                 table.to_parquet(folder / f"{name}.parquet")
-    title = f"{b.source} against {a.source}"
-    for by in ("layer", "kind"):
-        _print_rows(change_shares(found.weights, by).to_dict("records"), f"Weight change by {by}, {title}")
-    _print_rows(found.representations.to_dict("records"), f"Representations, {title}")
-    by_layer = found.attention.groupby("layer", as_index=False)[
-        ["alpha_change", "entropy_change", "pattern_js"]
-    ]
-    _print_rows(by_layer.mean().to_dict("records"), f"Attention by layer (mean over heads), {title}")
-    if len(found.routing):
-        _print_rows(found.routing.to_dict("records"), f"MoE routing by layer, {title}")
-    _print_rows(found.outputs.to_dict("records"), f"Outputs by group, {title}")
-    _print_rows(found.tokens.to_dict("records"), f"Tokens whose logits moved most, {title}")
-    _print_rows(found.patching.to_dict("records"), f"KL left after swapping in base blocks, {title}")
+    for heading, table in found.summaries().items():
+        _print_rows(table.to_dict("records"), f"{heading}, {b.source} against {a.source}")
 
 
 @app.command()
@@ -302,25 +297,23 @@ def probe_run(
         list[str] | None, typer.Option("--set", help="A parameter, key=value (repeatable).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Write the table as Parquet.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="A pair probe's base checkpoint (the model is the tuned one).")
+    ] = None,
 ) -> None:
     """Run one registered probe on a model and print its summary (the full table with --out)."""
     from probes.params import ParamError
     from probes.registry import NotApplicable, get
-    from workbench.battery.prompts import resolve_prompts
-    from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
 
     probe = get(name)
-    chosen = prompts or probe.prompts
-    builtin = chosen if chosen in BUILTIN_PROMPTS else None
-    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}  # as the default battery
-    texts = resolve_prompts(PromptSet(chosen, builtin, None if builtin else chosen, **cut))
+    texts = _texts(prompts or probe.prompts)
     try:
         params = probe.parse(dict(_setting(s) for s in set_ or []))
     except ParamError as error:
         raise WorkbenchError(str(error)) from None
     loaded = _load(model)
     try:
-        table = probe(loaded, texts, **vars(params))
+        table = probe(loaded, texts, base=_load(base) if base else None, **vars(params))
     except NotApplicable as reason:
         raise WorkbenchError(f"{name} does not apply: {reason}") from None
     if out:
