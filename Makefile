@@ -18,6 +18,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+$(VENV)/.docs: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[docs]"  # kaleido: the results page's PNG figures
+	touch $(VENV)/.docs
+
 run: $(STAMP)
 	$(BIN)/workbench battery run
 
@@ -33,7 +37,7 @@ docs: $(STAMP)
 	$(BIN)/python -m workbench.families.table > docs/families.md
 	$(BIN)/python -m probes.catalogue > docs/probes/index.md
 
-results: $(STAMP)
+results: $(VENV)/.docs
 	$(BIN)/workbench battery run docs/probes/results.toml --out runs/results
 	BROWSER_PATH=/usr/bin/chromium $(BIN)/workbench battery page runs/results --figures docs/probes/figures \
 		--link figures/ > docs/probes/results.md

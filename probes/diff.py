@@ -301,7 +301,11 @@ DIFF_LENS = Probe(
     run=_lens,
     params=LensParams,
     needs=PAIR,
-    summary=lambda t: t[t["rank"] < 5].groupby("model", sort=False, as_index=False).token.agg(" | ".join),
+    summary=lambda t: (
+        t[t["rank"] < 5]
+        .groupby("model", sort=False, as_index=False)
+        .token.agg(lambda tokens: " ".join(map(repr, tokens)))
+    ),
 )
 
 DIFF_OUTPUTS = Probe(
@@ -327,6 +331,8 @@ DIFF_TOKENS = Probe(
     params=TopParams,
     needs=Needs(pair=True, tokenizer=True, causal_lm=True),
     summary=lambda t: (
-        t[t["rank"] < 8].groupby(["model", "direction"], sort=False, as_index=False).token.agg(" | ".join)
+        t[t["rank"] < 8]
+        .groupby(["model", "direction"], sort=False, as_index=False)
+        .token.agg(lambda tokens: " ".join(map(repr, tokens)))
     ),
 )

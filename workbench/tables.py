@@ -12,12 +12,14 @@ def _cell(value: Any, digits: int) -> str:
             return "-"
         small = value != 0 and abs(value) < 10**-digits  # would print as 0.0000
         return f"{value:.2e}" if small else f"{value:.{digits}f}"
-    return str(value)
+    text = str(value)  # a cell stays on its row: pipes escaped, line breaks written out
+    return text.replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
 def markdown_table(rows: Any, index: bool = False, digits: int = 4) -> str:
     """A GitHub markdown table from a list of dicts or a ``pandas.DataFrame`` (``index`` keeps its index);
-    missing values (NaN) show as ``-``, and nonzero values too small for ``digits`` in scientific form."""
+    missing values (NaN) show as ``-``, nonzero values too small for ``digits`` in scientific form, and
+    text with pipes or line breaks (token strings) escaped so that every row stays one line."""
     if hasattr(rows, "to_dict"):
         frame = rows.reset_index() if index else rows
         rows = frame.to_dict("records")
