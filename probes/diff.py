@@ -25,8 +25,10 @@ import pandas as pd
 import torch
 
 from probes.compression import linear_cka
-from probes.diff_weights import change_shares, check_same_architecture, pair_of, weight_diff
-from probes.divergence import kl_divergence
+from probes.diff_patching import cross_patching
+from probes.diff_routing import attention_diff, routing_diff
+from probes.diff_weights import change_shares, check_same_architecture, pair_of, prompt_ids, weight_diff
+from probes.divergence import kl_divergence, next_token_log_probs
 from probes.figures import bars_by_group, lines_by_group
 from probes.lens import decode
 from probes.params import param
@@ -139,11 +141,6 @@ def difference_lens(
     return pd.DataFrame(rows, columns=["position", "rank", "token_id", "token", "logit"])
 
 
-def _log_probs(model: WorkbenchModel, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.hf(input_ids=ids[None]).logits[0].double().log_softmax(-1)
-
-
 def output_diff(
     a: WorkbenchModel, b: WorkbenchModel, texts: dict[str, list[str]], ids: list[torch.Tensor], top: int = 10
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -152,7 +149,7 @@ def output_diff(
     groups = [g for g, group_texts in texts.items() for _ in group_texts]
     rows, kls, shift = [], {g: [] for g in texts}, None
     for group, prompt in zip(groups, ids, strict=True):
-        log_a, log_b = _log_probs(a, prompt), _log_probs(b, prompt)
+        log_a, log_b = next_token_log_probs(a, prompt), next_token_log_probs(b, prompt)
         kls[group].append(kl_divergence(log_a, log_b))
         # log-probabilities are logits up to a per-position constant: centring removes it either way
         moved = (log_b - log_b.mean(-1, keepdim=True)) - (log_a - log_a.mean(-1, keepdim=True))
@@ -181,11 +178,6 @@ def output_diff(
     return pd.DataFrame(rows), pd.DataFrame(moved_rows)
 
 
-def _ids(model: WorkbenchModel, texts: dict[str, list[str]]) -> list[torch.Tensor]:
-    """Every prompt's token ids, group after group (A's tokenizer serves both checkpoints)."""
-    return [model.encode(t)["input_ids"][0] for group in texts.values() for t in group]
-
-
 def diff(
     a: WorkbenchModel,
     b: WorkbenchModel,
@@ -208,11 +200,8 @@ def diff(
     Raises:
         InputError: The checkpoints are not of one architecture.
     """
-    from probes.diff_patching import cross_patching
-    from probes.diff_routing import attention_diff, routing_diff
-
     check_same_architecture(a, b)
-    ids = _ids(a, texts)
+    ids = prompt_ids(a, texts)
     a_states, b_states = _states(a, ids), _states(b, ids)
     layer = a.cfg.n_layers // 2 if lens_layer is None else lens_layer
     outputs, tokens = output_diff(a, b, texts, ids)
@@ -234,8 +223,7 @@ PAIR = Needs(pair=True, tokenizer=True)
 
 
 def _representations(ctx: Context, params: object) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    ids = _ids(a, ctx.texts)
+    a, b, ids = pair_of(ctx)
     return representation_diff(_states(a, ids), _states(b, ids))
 
 
@@ -250,8 +238,7 @@ class LensParams:
 
 
 def _lens(ctx: Context, params: LensParams) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    ids = _ids(a, ctx.texts)
+    a, b, ids = pair_of(ctx)
     layer = a.cfg.n_layers // 2 if params.layer < 0 else min(params.layer, a.cfg.n_layers - 1)
     return difference_lens(b, _states(a, ids), _states(b, ids), layer, params.first_tokens, params.top)
 
@@ -264,13 +251,13 @@ class TopParams:
 
 
 def _outputs(ctx: Context, params: object) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    return output_diff(a, b, ctx.texts, _ids(a, ctx.texts))[0]
+    a, b, ids = pair_of(ctx)
+    return output_diff(a, b, ctx.texts, ids)[0]
 
 
 def _tokens(ctx: Context, params: TopParams) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    return output_diff(a, b, ctx.texts, _ids(a, ctx.texts), params.top)[1]
+    a, b, ids = pair_of(ctx)
+    return output_diff(a, b, ctx.texts, ids, params.top)[1]
 
 
 DIFF_REPRESENTATIONS = Probe(

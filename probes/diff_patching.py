@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from probes.diff_weights import pair_of
-from probes.divergence import kl_divergence
+from probes.divergence import kl_divergence, next_token_log_probs
 from probes.figures import lines_by_group
 from probes.registry import Context, Needs, Probe, per_model
 from workbench.models.model import WorkbenchModel
@@ -43,20 +43,17 @@ def blocks_of(target: WorkbenchModel, source: WorkbenchModel, layers: Sequence[i
                 mine[i].load_state_dict(state)
 
 
-def _log_probs(model: WorkbenchModel, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.hf(input_ids=ids[None]).logits[0].double().log_softmax(-1)
-
-
 def cross_patching(a: WorkbenchModel, b: WorkbenchModel, ids: list[torch.Tensor]) -> pd.DataFrame:
     """Rows ``direction, blocks_from_a, layers, kl, kl_share`` (``bottom_up`` / ``top_down``; ``layers``
     the swapped blocks as text; ``kl_share`` = kl over the unpatched KL, 0 when that is 0)."""
     n = a.cfg.n_layers
-    reference = [_log_probs(a, p) for p in ids]
+    reference = [next_token_log_probs(a, p) for p in ids]
 
     def remaining(layers: list[int]) -> float:
         with blocks_of(b, a, layers):
-            kls = [kl_divergence(ref, _log_probs(b, p)) for ref, p in zip(reference, ids, strict=True)]
+            kls = [
+                kl_divergence(ref, next_token_log_probs(b, p)) for ref, p in zip(reference, ids, strict=True)
+            ]
         return float(torch.cat(kls).mean())
 
     unpatched = remaining([])
@@ -79,8 +76,7 @@ def cross_patching(a: WorkbenchModel, b: WorkbenchModel, ids: list[torch.Tensor]
 
 
 def _patching(ctx: Context, params: object) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    return cross_patching(a, b, [a.encode(t)["input_ids"][0] for t in ctx.prompts])
+    return cross_patching(*pair_of(ctx))
 
 
 DIFF_PATCHING = Probe(

@@ -104,13 +104,11 @@ def routing_diff(a: WorkbenchModel, b: WorkbenchModel, ids: list[torch.Tensor]) 
 
 
 def _attention(ctx: Context, params: object) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    return attention_diff(a, b, [a.encode(t)["input_ids"][0] for t in ctx.prompts])
+    return attention_diff(*pair_of(ctx))
 
 
 def _routing(ctx: Context, params: object) -> pd.DataFrame:
-    a, b = pair_of(ctx)
-    return routing_diff(a, b, [a.encode(t)["input_ids"][0] for t in ctx.prompts])
+    return routing_diff(*pair_of(ctx))
 
 
 DIFF_ATTENTION = Probe(

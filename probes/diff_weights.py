@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 from torch import nn
 
 from probes.compression import effective_rank
@@ -145,15 +146,20 @@ def change_shares(table: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
     return groups[[by, "share", "relative_change"]]
 
 
-def pair_of(ctx: Context) -> tuple[WorkbenchModel, WorkbenchModel]:
-    """A pair probe's (base, tuned) checkpoints, checked to be of one architecture.
+def prompt_ids(model: WorkbenchModel, texts: dict[str, list[str]]) -> list[torch.Tensor]:
+    """Every prompt's token ids, group after group (the base's tokenizer serves both checkpoints)."""
+    return [model.encode(t)["input_ids"][0] for group in texts.values() for t in group]
+
+
+def pair_of(ctx: Context) -> tuple[WorkbenchModel, WorkbenchModel, list[torch.Tensor]]:
+    """A pair probe's (base, tuned) checkpoints, checked to be of one architecture, and the prompts' ids.
 
     Raises:
-        InputError: They are not.
+        InputError: They are not of one architecture, or a prompt is too long for the model.
     """
     assert ctx.base is not None  # Probe.measure refuses a pair probe without a base
     check_same_architecture(ctx.base, ctx.model)
-    return ctx.base, ctx.model
+    return ctx.base, ctx.model, prompt_ids(ctx.base, ctx.texts)
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ DIFF_WEIGHTS = Probe(
     "sum ||D||_F^2 over it / sum over all",
     cite="effective rank: Roy & Vetterli 2007 (EUSIPCO); norm differences as in the diffing-toolkit "
     "(science-of-finetuning) and Minder et al. 2025",
-    run=lambda ctx, params: weight_diff(*pair_of(ctx), ranks=bool(params.ranks)),
+    run=lambda ctx, params: weight_diff(*pair_of(ctx)[:2], ranks=bool(params.ranks)),
     params=WeightParams,
     needs=Needs(pair=True),
     figures=lambda t: per_model(
