@@ -29,6 +29,10 @@ class InputError(WorkbenchError):
     """A prompt or input batch is empty, too long or malformed."""
 
 
+class ModelTooLargeError(WorkbenchError):
+    """A model whose weights and KV cache would not fit in the memory available (refused before loading)."""
+
+
 class CheckpointError(WorkbenchError):
     """A model's config or weights exist but cannot be read (corrupt, truncated, unknown to transformers)."""
 

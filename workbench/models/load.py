@@ -30,6 +30,7 @@ from workbench.errors import (
     UnsupportedFamilyError,
     WorkbenchError,
 )
+from workbench.models.memory import check_fits, estimate
 from workbench.models.model import WorkbenchModel
 from workbench.zoo.registry import resolve_zoo, zoo
 
@@ -210,12 +211,13 @@ def _from_pretrained(
     label: str,
     *,
     dtype: torch.dtype | None,
-    device_map: Any,
+    placement: dict[str, Any],
     trust_remote_code: bool,
     revision: str | None,
     allow_generic: bool,
     local_files_only: bool,
     meta: bool = False,
+    context: int | None = None,
 ) -> tuple[nn.Module, Any]:
     from safetensors import SafetensorError
 
@@ -227,6 +229,13 @@ def _from_pretrained(
     config = _read_config(location, label, common)
     if not allow_generic and not discoverable(config.model_type):  # fail before loading weights
         raise UnsupportedFamilyError(unsupported_message(config.model_type))
+    if (
+        not meta
+        and placement.get("device_map") is None
+        and getattr(config, "quantization_config", None) is None
+    ):
+        shapes = WorkbenchModel(_on_meta(config, dtype), None, source=label, allow_generic=allow_generic)
+        check_fits(estimate(shapes, dtype, context), label)  # before any weight is read
     try:
         model = (
             _on_meta(config, dtype)
@@ -235,8 +244,8 @@ def _from_pretrained(
                 location,
                 config=config,
                 dtype=dtype or "auto",
-                device_map=device_map,
                 use_safetensors=None,
+                **placement,
                 **common,
             )
         )
@@ -275,12 +284,13 @@ def _load_source(
     source: str | Path,
     *,
     dtype: torch.dtype | None,
-    device_map: Any,
+    placement: dict[str, Any],
     trust_remote_code: bool,
     allow_pickle: bool,
     revision: str | None,
     allow_generic: bool,
     meta: bool = False,
+    context: int | None = None,
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
     path = Path(text).expanduser()
@@ -308,13 +318,14 @@ def _load_source(
             location,
             label,
             dtype=dtype,
-            device_map=device_map,
+            placement=placement,
             trust_remote_code=trust_remote_code,
             revision=revision,
             allow_generic=allow_generic,
             local_files_only=hub
             and not _hub_reachable(),  # cached copies only; no retries against no network
             meta=meta,
+            context=context,
         )
     except OSError as exc:
         if hub:
@@ -342,6 +353,9 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     device_map: str | dict | None = None,
+    max_memory: dict[Any, int | str] | None = None,
+    offload_folder: str | Path | None = None,
+    context: int | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     revision: str | None = None,
@@ -359,7 +373,14 @@ def load(
             model from its config alone, no weights read or allocated (cards and hook listings of
             models that do not fit; a forward pass gives shapes only).
         dtype: Parameter dtype (default: the checkpoint's).
-        device_map: accelerate device map (e.g. ``"auto"``) to spread a model over devices.
+        device_map: accelerate device map (e.g. ``"auto"``) to spread a model over devices, the CPU and
+            the disk; hooks, taps, capture, generation and interventions work on offloaded modules.
+        max_memory: Per-device limits for ``device_map`` (``{"cpu": "2GB", 0: "20GB"}``); what does not fit
+            goes to the disk.
+        offload_folder: Where disk-offloaded weights are kept (needed when any are).
+        context: Tokens of KV cache the memory check counts (default :data:`memory.DEFAULT_CONTEXT`); without
+            ``device_map`` a model whose weights and cache exceed the free memory is refused before any
+            weight is read.
         trust_remote_code: Allow a repository's own modeling code.
         allow_pickle: Allow pickle weights when they are what transformers would load.
         revision: Hub revision (branch, tag or commit).
@@ -371,14 +392,21 @@ def load(
         CheckpointError: The config or weights exist but cannot be read.
         UnsupportedFamilyError: transformers does not know the ``model_type``, or no adapter for the family
             and ``allow_generic`` is False.
+        ModelTooLargeError: The model will not fit in the memory available (the message gives both numbers).
     """
     label = type(source).__name__
     native: Any = None
     if isinstance(source, str | Path):
+        if device_map is None and (max_memory is not None or offload_folder is not None):
+            raise WorkbenchError("max_memory and offload_folder place a model with device_map: give one")
+        placement = {"device_map": device_map}
+        if device_map is not None:
+            placement |= {"max_memory": max_memory, "offload_folder": offload_folder}
         model, loaded_tok, label = _load_source(
             source,
             dtype=dtype,
-            device_map=device_map,
+            placement=placement,
+            context=context,
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
             revision=revision,
