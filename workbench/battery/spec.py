@@ -184,7 +184,8 @@ def _check_source(source: str, at: str) -> None:
     before anything is written."""
     from workbench.zoo.registry import zoo
 
-    if source in zoo() or Path(source).is_dir():
+    path = Path(source)
+    if source in zoo() or path.is_dir() or (path.suffix == ".gguf" and path.is_file()):
         return
     if ".." in source or not HUB_ID.fullmatch(source):
         raise SpecError(f"{at}.source: no zoo model, model directory or hub id {source!r}")

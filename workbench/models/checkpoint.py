@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from workbench.models.gguf import tensor_types
 from workbench.models.model import WorkbenchModel
 
 # generation_config fields per card factor (transformers 5 names); presence / frequency penalties are not
@@ -154,5 +155,10 @@ def quantization_facts(model: WorkbenchModel) -> Fact:
     if config is None:
         return Fact(None, "config: no quantization_config (weights as stored)")
     raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    name = getattr(model.config, "gguf_file", None)
+    file = checkpoint_file(model, name) if name else None
+    if file is not None:  # a GGUF file: dequantised to float32 on load; its stored types per tensor kind
+        value = {"quant_method": "gguf", "file": name, "types": tensor_types(file)}
+        return Fact(value, "GGUF file (tensor types), dequantised to float32 by transformers")
     keys = ("quant_method", "bits", "load_in_4bit", "load_in_8bit", "group_size", "modules_to_not_convert")
     return Fact({k: raw[k] for k in keys if raw.get(k) is not None}, "config (quantization_config)")

@@ -30,6 +30,7 @@ from workbench.errors import (
     UnsupportedFamilyError,
     WorkbenchError,
 )
+from workbench.models.gguf import gguf_file
 from workbench.models.memory import check_fits, estimate
 from workbench.models.model import WorkbenchModel
 from workbench.zoo.registry import resolve_zoo, zoo
@@ -218,6 +219,7 @@ def _from_pretrained(
     local_files_only: bool,
     meta: bool = False,
     context: int | None = None,
+    gguf_name: str | None = None,
 ) -> tuple[nn.Module, Any]:
     from safetensors import SafetensorError
 
@@ -226,6 +228,8 @@ def _from_pretrained(
         "revision": revision,
         "local_files_only": local_files_only,
     }
+    if gguf_name is not None:  # transformers' GGUF loader: config, weights and tokenizer from the file
+        common["gguf_file"] = gguf_name
     config = _read_config(location, label, common)
     if not allow_generic and not discoverable(config.model_type):  # fail before loading weights
         raise UnsupportedFamilyError(unsupported_message(config.model_type))
@@ -253,6 +257,8 @@ def _from_pretrained(
         raise CheckpointError(f"could not read the weights of {label!r}: {_first_line(exc)}") from exc
     if meta:  # where the checkpoint's other files are (the card reads them), as from_pretrained records
         model.name_or_path = model.config._name_or_path = location
+    if gguf_name is not None:
+        model.config.gguf_file = gguf_name  # the card reads the file's tensor types
     return model, _tokenizer(location, label, common)
 
 
@@ -270,7 +276,7 @@ def _tokenizer(location: str, label: str, common: dict[str, Any]) -> Any:
 
     path = Path(location)
     has_files = any((path / n).is_file() for n in TOKENIZER_FILES) or any(path.glob("*.model"))
-    if path.is_dir() and not has_files:
+    if path.is_dir() and not has_files and "gguf_file" not in common:
         return None
     try:
         return AutoTokenizer.from_pretrained(location, **common)
@@ -294,13 +300,15 @@ def _load_source(
 ) -> tuple[nn.Module, Any, str]:
     text = str(source)
     path = Path(text).expanduser()
-    hub = False
+    hub, gguf = False, None
     if not text.strip():
         raise ModelNotFoundError(
             f"the model name is empty; pass a zoo name ({', '.join(zoo())}), a directory or a hub id"
         )
     if text in zoo():
         location, label = str(resolve_zoo(text)), text
+    elif (gguf := gguf_file(path)) is not None:
+        location, label = str(gguf.parent), str(gguf)
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is not a model directory (no config.json)")
@@ -326,6 +334,7 @@ def _load_source(
             and not _hub_reachable(),  # cached copies only; no retries against no network
             meta=meta,
             context=context,
+            gguf_name=gguf.name if gguf is not None else None,
         )
     except OSError as exc:
         if hub:
