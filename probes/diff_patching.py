@@ -27,20 +27,19 @@ from workbench.models.model import WorkbenchModel
 
 @contextmanager
 def blocks_of(target: WorkbenchModel, source: WorkbenchModel, layers: Sequence[int]) -> Iterator[None]:
-    """``target`` runs with its blocks ``layers`` holding ``source``'s weights (copied in place, so hooks
-    stay); they are put back on exit, also after an error."""
-    mine = target.adapter.block_modules(target.base)
+    """``target`` runs with ``source``'s block modules standing in at ``layers`` (the modules themselves,
+    not copied weights: a float block can stand in a quantised model and the reverse); its own blocks are
+    put back on exit, also after an error."""
+    container = target.base.get_submodule(target.adapter.blocks)
     theirs = source.adapter.block_modules(source.base)
-    saved = {i: {k: v.clone() for k, v in mine[i].state_dict().items()} for i in layers}
+    saved = {i: container[i] for i in layers}
     try:
-        with torch.no_grad():
-            for i in layers:
-                mine[i].load_state_dict(theirs[i].state_dict())
+        for i in layers:
+            container[i] = theirs[i]
         yield
     finally:
-        with torch.no_grad():
-            for i, state in saved.items():
-                mine[i].load_state_dict(state)
+        for i, block in saved.items():
+            container[i] = block
 
 
 def cross_patching(a: WorkbenchModel, b: WorkbenchModel, ids: list[torch.Tensor]) -> pd.DataFrame:

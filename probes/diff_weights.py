@@ -29,6 +29,7 @@ from probes.registry import Context, Needs, Probe, per_model
 from workbench.arch.trace import is_norm
 from workbench.errors import InputError
 from workbench.models.model import WorkbenchModel
+from workbench.models.quantize import dense
 
 KINDS = ("attention", "mlp", "router", "experts", "norm", "embedding", "unembedding", "other")
 
@@ -112,8 +113,8 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
     weights_a, weights_b = dict(a.hf.named_parameters()), dict(b.hf.named_parameters())
     rows = []
     for name, (layer, kind) in parameter_sites(a).items():
-        before = weights_a[name].detach().double()
-        change = weights_b[name].detach().double() - before
+        before = dense(weights_a[name].detach()).double()  # a quantised checkpoint: its dequantised values
+        change = dense(weights_b[name].detach()).double() - before
         norm = float(change.norm())
         matrix = ranks and change.dim() >= 2
         rank = (effective_rank(change.flatten(1)) if norm else 0.0) if matrix else float("nan")

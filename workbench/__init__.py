@@ -16,10 +16,16 @@ its subpackage), so that importing any part of the package never imports the lay
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
-from workbench._version import __version__
-from workbench.capture import Capture, CaptureSpec, capture  # eager: ``capture`` also names the subpackage
+# transformers imports torchao when it is installed, and torchao's import logs a warning per CUDA kernel
+# library a CPU machine cannot load (and torch one per enum it registers): import-time notes, not errors
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+from workbench._version import __version__  # noqa: E402
+from workbench.capture import Capture, CaptureSpec, capture  # noqa: E402  (eager: ``capture`` is also the subpackage)
 
 _EXPORTS = {
     "SUPPORTED_MODEL_TYPES": "workbench.arch",

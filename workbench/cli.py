@@ -41,9 +41,10 @@ def _load(
     allow_pickle: bool = False,
     generic: bool = False,
     config_ok: bool = False,
+    quantization: dict | None = None,
 ):
     """Load a model for a command; ``config_ok``: a directory with a config and no weights is built on the
-    meta device (the card and the hook listing need shapes only)."""
+    meta device (the card and the hook listing need shapes only); ``quantization``: quantised on load."""
     from workbench.models.load import config_only, load
 
     device = "meta" if config_ok and config_only(source) else None
@@ -54,6 +55,7 @@ def _load(
             allow_pickle=allow_pickle,
             allow_generic=generic,
             device=device,
+            quantization=quantization,
         )
 
 
@@ -132,15 +134,25 @@ def diff_command(
     out: Annotated[
         str | None, typer.Option(help="A directory for the tables (one Parquet file each).")
     ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="METHOD:BITS (quanto:8, quanto:4, torchao:8): the second checkpoint quantised on load."
+        ),
+    ] = None,
 ) -> None:
-    """What tuning changed between two checkpoints: weights by layer and kind, representations and attention
-    by layer, MoE routing, outputs by domain, the tokens that moved most, and cross-patching."""
+    """What tuning (or quantisation) changed between two checkpoints: weights by layer and kind,
+    representations and attention by layer, MoE routing, outputs by domain, the tokens that moved most, and
+    cross-patching."""
     from pathlib import Path
 
     from probes.diff import diff
 
     texts = _texts(prompts)
-    a, b = _load(base), _load(tuned)
+    method, _, bits = (quantize or "").partition(":")
+    if quantize and not bits.isdigit():
+        raise WorkbenchError(f"--quantize {quantize!r}: expected METHOD:BITS, e.g. quanto:8")
+    a, b = _load(base), _load(tuned, quantization={"method": method, "bits": int(bits)} if quantize else None)
     with console.status(f"comparing {a.source} and {b.source}", spinner="dots"):
         found = diff(a, b, texts)
     if out:

@@ -43,7 +43,7 @@ from workbench.battery.spec import (
 from workbench.errors import WorkbenchError
 from workbench.files import atomic_write
 
-_MODELS: dict[tuple[str, str, str, str | None], Any] = {}  # per process: one load per model and dtype
+_MODELS: dict[tuple[str, str, str, str | None, str], Any] = {}  # per process: one load per model and dtype
 RESIDENT = 2  # models kept loaded at once (a pair's two)
 
 
@@ -90,7 +90,7 @@ def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
     from workbench.models.load import load
 
     dtype = entry.dtype or spec.dtype
-    key = (entry.source, dtype, spec.device, entry.device_map)
+    key = (entry.source, dtype, spec.device, entry.device_map, json.dumps(entry.quantization, sort_keys=True))
     if key in _MODELS:
         _MODELS[key] = _MODELS.pop(key)  # most recently used last
     else:
@@ -102,6 +102,7 @@ def _model(spec: BatterySpec, entry: ModelEntry) -> Any:
                 device=spec.device if entry.device_map is None else None,
                 dtype=getattr(torch, dtype),
                 device_map=entry.device_map,
+                quantization=entry.quantization,
                 trust_remote_code=entry.trust_remote_code,
             )
         except Exception as error:  # any loader's failure (config, weights, hub): the model's units fail

@@ -5,7 +5,8 @@ name = "my-study"
 output = "runs/my-study"          # relative to the current directory
 seed = 0
 threads = 1                       # torch threads per unit (fixed, so serial and Ray runs agree bit for bit)
-models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto", dtype = "bfloat16" }]
+models = ["tiny-moe", { source = "path/to/model", name = "mine", device_map = "auto", dtype = "bfloat16" },
+          { source = "tiny-llama", name = "tiny-llama-q8", quantization = { method = "quanto", bits = 8 } }]
 pairs = [["tiny-llama", "tiny-llama-ru"]]   # base, tuned: the checkpoint-diff probes run on each pair
 
 [capture]
@@ -45,7 +46,8 @@ from typing import Any
 
 from probes.params import ParamError, parse
 from workbench.battery.params import SLUG_RULE, PromptParams, RunParams, is_slug, slug
-from workbench.errors import InputError
+from workbench.errors import InputError, WorkbenchError
+from workbench.models.quantize import check_request
 
 BUILTIN_PROMPTS = ("heldout", "parallel", "short")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -65,6 +67,9 @@ class ModelEntry:
     device_map: str | None = None
     trust_remote_code: bool = False
     dtype: str | None = None  # None: the spec's [capture] dtype
+    quantization: dict[str, Any] | None = (
+        None  # {method, bits}: quantised on load (workbench.models.quantize)
+    )
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,13 @@ def _models(raw: list[Any], where: str) -> list[ModelEntry]:
             item = {"source": item}
         if not isinstance(item, dict) or not isinstance(item.get("source"), str):
             raise SpecError(f"{at}: expected a source string or {{source = ...}}")
-        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code", "dtype"}, at)
+        _no_unknown(item, {"source", "name", "device_map", "trust_remote_code", "dtype", "quantization"}, at)
+        quantization = _take(item, "quantization", dict, at)
+        if quantization is not None:
+            try:
+                check_request(quantization)
+            except WorkbenchError as error:
+                raise SpecError(f"{at}.{error}") from None
         dtype = _take(item, "dtype", str, at)
         if dtype is not None and dtype not in DTYPES:
             raise SpecError(f"{at}.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -218,6 +229,7 @@ def _models(raw: list[Any], where: str) -> list[ModelEntry]:
                 _take(item, "device_map", str, at),
                 bool(_take(item, "trust_remote_code", bool, at, False)),
                 dtype,
+                quantization,
             )
         )
     _unique([m.name for m in models], "models", f"{where}.models")

@@ -18,6 +18,7 @@ from transformers import GenerationConfig
 
 from workbench.models.gguf import tensor_types
 from workbench.models.model import WorkbenchModel
+from workbench.models.quantize import bits_of, quantised_modules
 
 # generation_config fields per card factor (transformers 5 names); presence / frequency penalties are not
 # GenerationConfig fields (they are serving-engine settings), so the card says so
@@ -160,5 +161,15 @@ def quantization_facts(model: WorkbenchModel) -> Fact:
     if file is not None:  # a GGUF file: dequantised to float32 on load; its stored types per tensor kind
         value = {"quant_method": "gguf", "file": name, "types": tensor_types(file)}
         return Fact(value, "GGUF file (tensor types), dequantised to float32 by transformers")
-    keys = ("quant_method", "bits", "load_in_4bit", "load_in_8bit", "group_size", "modules_to_not_convert")
-    return Fact({k: raw[k] for k in keys if raw.get(k) is not None}, "config (quantization_config)")
+    method = raw.get("quant_method")
+    value = {"quant_method": getattr(method, "value", method), "bits": bits_of(raw)}
+    value |= {k: raw[k] for k in ("group_size", "modules_to_not_convert") if raw.get(k) is not None}
+    names = quantised_modules(model.hf)
+    if not names:  # a config read alone (meta device): what it says
+        return Fact({k: v for k, v in value.items() if v is not None}, "config (quantization_config)")
+    blocks = f".{model.adapter.blocks}."
+    value |= {
+        "quantised_modules": len(names),
+        "outside_blocks": sorted(n for n in names if blocks not in f".{n}"),
+    }
+    return Fact(value, "config (quantization_config); the loaded modules' weight types")

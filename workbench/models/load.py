@@ -33,6 +33,7 @@ from workbench.errors import (
 from workbench.models.gguf import gguf_file
 from workbench.models.memory import check_fits, estimate
 from workbench.models.model import WorkbenchModel
+from workbench.models.quantize import quantization_config
 from workbench.zoo.registry import resolve_zoo, zoo
 
 Backend = Literal["hf", "tl", "nnsight"]
@@ -237,6 +238,7 @@ def _from_pretrained(
         not meta
         and placement.get("device_map") is None
         and getattr(config, "quantization_config", None) is None
+        and "quantization_config" not in placement  # bytes per weight are the backend's
     ):
         shapes = WorkbenchModel(_on_meta(config, dtype), None, source=label, allow_generic=allow_generic)
         check_fits(estimate(shapes, dtype, context), label)  # before any weight is read
@@ -365,6 +367,7 @@ def load(
     max_memory: dict[Any, int | str] | None = None,
     offload_folder: str | Path | None = None,
     context: int | None = None,
+    quantization: Any = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     revision: str | None = None,
@@ -387,6 +390,9 @@ def load(
         max_memory: Per-device limits for ``device_map`` (``{"cpu": "2GB", 0: "20GB"}``); what does not fit
             goes to the disk.
         offload_folder: Where disk-offloaded weights are kept (needed when any are).
+        quantization: Quantise on load: ``{"method": "quanto" | "torchao", "bits": 8}`` (or a transformers
+            quantisation config; :mod:`workbench.models.quantize`). A checkpoint saved with a
+            ``quantization_config`` loads quantised without it.
         context: Tokens of KV cache the memory check counts (default :data:`memory.DEFAULT_CONTEXT`); without
             ``device_map`` a model whose weights and cache exceed the free memory is refused before any
             weight is read.
@@ -411,6 +417,8 @@ def load(
         placement = {"device_map": device_map}
         if device_map is not None:
             placement |= {"max_memory": max_memory, "offload_folder": offload_folder}
+        if quantization is not None:
+            placement["quantization_config"] = quantization_config(quantization)
         model, loaded_tok, label = _load_source(
             source,
             dtype=dtype,

@@ -1,0 +1,112 @@
+"""Quantised loading on the CPU with two backends (optimum-quanto int8 / int4, torchao int8 weight-only):
+the card's quantisation row against the config and the modules, dequantised weights near the source, KL
+to the source growing as bits fall, and the default battery's probes running on each."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench
+from probes.divergence import kl_divergence, next_token_log_probs
+from workbench.battery import load_spec, run_battery
+from workbench.battery.spec import DEFAULT_SPEC, ModelEntry
+from workbench.errors import WorkbenchError
+from workbench.zoo import heldout
+
+REQUESTS = {
+    "quanto-8": {"method": "quanto", "bits": 8},
+    "quanto-4": {"method": "quanto", "bits": 4},
+    "torchao-8": {"method": "torchao", "bits": 8},
+}
+TEXTS = [t for group in heldout(2, 300).values() for t in group]
+
+
+@pytest.fixture(scope="module")
+def source() -> workbench.WorkbenchModel:
+    return workbench.load("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def quantised() -> dict[str, workbench.WorkbenchModel]:
+    return {name: workbench.load("tiny-llama", quantization=r) for name, r in REQUESTS.items()}
+
+
+def _mean_kl(a: workbench.WorkbenchModel, b: workbench.WorkbenchModel) -> float:
+    kls = []
+    for text in TEXTS:
+        ids = a.encode(text)["input_ids"][0]
+        kls.append(kl_divergence(next_token_log_probs(a, ids), next_token_log_probs(b, ids)))
+    return float(torch.cat(kls).mean())
+
+
+def test_card_row_matches_config_and_modules(
+    source: workbench.WorkbenchModel, quantised: dict[str, workbench.WorkbenchModel]
+) -> None:
+    config = json.loads((Path(source.config._name_or_path) / "config.json").read_text())
+    linears = config["num_hidden_layers"] * 7  # q, k, v, o, gate, up, down per block
+    for name, model in quantised.items():
+        row = workbench.card(model).get("quantisation")
+        assert row == {
+            "quant_method": REQUESTS[name]["method"],
+            "bits": REQUESTS[name]["bits"],
+            "quantised_modules": linears,
+            "outside_blocks": [],  # embeddings, LM head and norms stay in floating point
+        }, name
+
+
+def test_dequantised_weights_and_kl_grow_as_bits_fall(
+    source: workbench.WorkbenchModel, quantised: dict[str, workbench.WorkbenchModel]
+) -> None:
+    original = source.hf.model.layers[2].mlp.up_proj.weight.detach()
+    errors = {}
+    for name, model in quantised.items():
+        weight = model.hf.model.layers[2].mlp.up_proj.weight
+        errors[name] = float((weight.dequantize().float() - original).norm() / original.norm())
+    assert errors["quanto-8"] < 0.01 and errors["torchao-8"] < 0.01 and 0.03 < errors["quanto-4"] < 0.2, (
+        errors
+    )
+    kl = {name: _mean_kl(source, model) for name, model in quantised.items()}
+    assert 0 < kl["quanto-8"] < kl["quanto-4"] and 0 < kl["torchao-8"] < kl["quanto-4"], kl
+
+
+def test_unknown_requests_are_one_line() -> None:
+    with pytest.raises(WorkbenchError, match=r"expected \{method, bits\}"):
+        workbench.load("tiny-llama", quantization={"method": "torchao", "bits": 4})
+
+
+@pytest.mark.slow
+def test_the_default_battery_probes_run_on_each_backend(tmp_path: Path) -> None:
+    spec = load_spec(DEFAULT_SPEC, tmp_path / "run")
+    models = [ModelEntry("tiny-llama", f"tiny-llama-{n}", quantization=r) for n, r in REQUESTS.items()]
+    probes = [p for p in spec.probes if not p.models and not p.pair]
+    spec = dataclasses.replace(spec, models=models, pairs=[], probes=probes, raw={**spec.raw, "q": REQUESTS})
+    run_battery(spec, progress=False)
+    units = json.loads((spec.output / "manifest.json").read_text())["units"]
+    assert len(units) == len(models) * len(probes)
+    for unit in units:  # every unit ran, or does not apply to a dense causal model
+        assert unit["status"] == "done" or "no MoE" in unit["reason"], unit
+
+
+def test_the_quantisation_diff(
+    source: workbench.WorkbenchModel, quantised: dict[str, workbench.WorkbenchModel]
+) -> None:
+    """`workbench.diff(A, A quantised)`: only the blocks' linear weights change (the embeddings and norms
+    are not quantised), the KL grows as bits fall, and swapping every base block back in leaves no KL."""
+    from probes.diff import diff
+    from probes.diff_weights import change_shares
+
+    texts = {"heldout": TEXTS}
+    found = {name: diff(source, model, texts, ranks=False) for name, model in quantised.items()}
+    for name, result in found.items():
+        kinds = change_shares(result.weights, "kind").set_index("kind").share
+        assert kinds.loc[["embedding", "norm"]].eq(0).all(), name
+        assert kinds.loc[["attention", "mlp"]].sum() == pytest.approx(1), name
+        patching = result.patching.set_index(["direction", "blocks_from_a"]).kl
+        assert patching.loc[("bottom_up", 4)] == 0 and patching.loc[("top_down", 4)] == 0, name
+    kl = {name: float(result.outputs.kl.mean()) for name, result in found.items()}
+    assert kl["quanto-8"] < kl["quanto-4"] and kl["torchao-8"] < kl["quanto-4"], kl

@@ -1,0 +1,91 @@
+"""Quantised loading on the CPU: a ``{"method", "bits"}`` request turned into the transformers
+``quantization_config`` of a backend that runs here, and what a loaded model's quantisation is.
+
+Backends (checked on this CPU with transformers 5.24): ``quanto`` (optimum-quanto; weights int8, int4,
+int2; ``QLinear`` modules) and ``torchao`` (weight-only int8 per row; its int4 needs the mslk kernels,
+which the CPU build lacks). Both quantise the linear layers of the blocks on load and leave the
+embeddings, the LM head and the norms in floating point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.errors import WorkbenchError
+
+BACKENDS = {"quanto": (8, 4, 2), "torchao": (8,)}
+
+
+def quantization_config(request: Any) -> Any:
+    """A transformers quantisation config from ``{"method": "quanto" | "torchao", "bits": N}`` (a
+    transformers config object passes through).
+
+    Raises:
+        WorkbenchError: An unknown method, bits the backend does not offer, or the backend not installed.
+    """
+    if not isinstance(request, dict):
+        return request
+    method, bits = check_request(request)
+    import transformers as tf
+
+    try:
+        if method == "quanto":
+            import optimum.quanto  # noqa: F401  (the backend transformers calls)
+
+            return tf.QuantoConfig(weights=f"int{bits}")
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return tf.TorchAoConfig(Int8WeightOnlyConfig())
+    except ImportError:
+        package = {"quanto": "optimum-quanto", "torchao": "torchao"}[method]
+        raise WorkbenchError(f"quantization with {method} needs {package}: pip install {package}") from None
+
+
+def check_request(request: dict[str, Any]) -> tuple[str, int]:
+    """``(method, bits)`` of a request that a backend here offers.
+
+    Raises:
+        WorkbenchError: Unknown keys, an unknown method, or bits the backend does not offer.
+    """
+    method, bits = request.get("method"), request.get("bits", 8)
+    if set(request) - {"method", "bits"} or method not in BACKENDS or bits not in BACKENDS[method]:
+        offered = "; ".join(f"{m}: bits {', '.join(map(str, b))}" for m, b in BACKENDS.items())
+        raise WorkbenchError(f"quantization {request!r}: expected {{method, bits}} with {offered}")
+    return method, bits
+
+
+def is_quantised(module: nn.Module) -> bool:
+    """Whether a module's weight is stored quantised (a tensor subclass: quanto's ``WeightQBytesTensor``,
+    torchao's ``Int8Tensor`` ...)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and type(weight.data) is not torch.Tensor
+
+
+def dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A stored-quantised weight's dequantised values (the tensor itself when it is a plain one)."""
+    if type(tensor.data) is not torch.Tensor and hasattr(tensor, "dequantize"):
+        return tensor.dequantize()
+    return tensor
+
+
+def quantised_modules(model: nn.Module) -> list[str]:
+    """The names of the modules whose weights are stored quantised."""
+    return [name for name, module in model.named_modules() if is_quantised(module)]
+
+
+def bits_of(raw: dict[str, Any]) -> int | None:
+    """Weight bits a ``quantization_config`` dict states (``bits``, quanto's ``weights = "int8"``,
+    torchao's ``Int8WeightOnlyConfig``, bitsandbytes' ``load_in_4bit``)."""
+    if raw.get("bits"):
+        return int(raw["bits"])
+    weights = raw.get("weights")
+    if isinstance(weights, str) and weights.startswith(("int", "float")):
+        return int("".join(c for c in weights if c.isdigit()) or 0) or None
+    kind = str(((raw.get("quant_type") or {}).get("default") or {}).get("_type", ""))
+    for bits in (8, 4, 2):
+        if f"Int{bits}" in kind or f"int{bits}" in kind:
+            return bits
+    return 4 if raw.get("load_in_4bit") else 8 if raw.get("load_in_8bit") else None
