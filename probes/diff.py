@@ -68,6 +68,9 @@ class Diff:
             "Weight change by kind": change_shares(self.weights, "kind"),
             "Representations": self.representations,
             "Attention by layer (mean over heads)": heads.mean(),
+            "Heads whose patterns moved most": self.attention.nlargest(5, "pattern_js")[
+                ["layer", "head", "pattern_js", "alpha_change", "entropy_change"]
+            ],
             "MoE routing by layer": self.routing,
             "Outputs by group": self.outputs,
             "Tokens whose logits moved most": self.tokens,

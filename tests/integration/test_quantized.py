@@ -110,3 +110,24 @@ def test_the_quantisation_diff(
         assert patching.loc[("bottom_up", 4)] == 0 and patching.loc[("top_down", 4)] == 0, name
     kl = {name: float(result.outputs.kl.mean()) for name, result in found.items()}
     assert kl["quanto-8"] < kl["quanto-4"] and kl["torchao-8"] < kl["quanto-4"], kl
+
+
+def test_tiny_moe_quantisation_moves_routing_more_as_bits_fall() -> None:
+    """Both backends quantise tiny-moe's attention projections only (its experts are fused 3-D parameters,
+    its router stays float): the routing still moves, more at 4 bits than at 8."""
+    from probes.diff import diff
+
+    base, texts = workbench.load("tiny-moe"), {"heldout": TEXTS}
+    found = {
+        bits: diff(base, workbench.load("tiny-moe", quantization={"method": "quanto", "bits": bits}), texts)
+        for bits in (8, 4)
+    }
+    assert (
+        workbench.card(workbench.load("tiny-moe", quantization={"method": "quanto", "bits": 8})).get(
+            "quantisation"
+        )["quantised_modules"]
+        == 4 * base.cfg.n_layers
+    )
+    overlap = {bits: float(result.routing.topk_jaccard.mean()) for bits, result in found.items()}
+    kl = {bits: float(result.outputs.kl.mean()) for bits, result in found.items()}
+    assert 1 > overlap[8] > overlap[4] and 0 < kl[8] < kl[4], (overlap, kl)
