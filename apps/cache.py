@@ -41,10 +41,11 @@ def card(source: str, measure: bool) -> pd.DataFrame:
 def diff(base: str, tuned: str, prompt: str | None) -> dict[str, pd.DataFrame]:
     """Every checkpoint-diff table (:func:`probes.diff.diff`) on the held-out sample (``prompt`` None, the
     default battery's cut) or on one prompt."""
+    from probes.card_measure import CHARS, PER_DOMAIN
     from probes.diff import diff as compare
     from workbench.zoo import heldout
 
-    texts = heldout(2, 300) if prompt is None else {"prompt": [prompt]}
+    texts = heldout(PER_DOMAIN, CHARS) if prompt is None else {"prompt": [prompt]}
     return compare(model(base), model(tuned), texts).tables()
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from probes.diff_weights import change_shares
+from probes.diff import output_diff
+from probes.diff_weights import change_shares, prompt_ids
 from probes.factors import Factor
 from probes.registry import get
 from workbench.models.model import WorkbenchModel
@@ -70,8 +71,7 @@ def tuning_rows(
         InputError: The checkpoints are not of one architecture.
     """
     weights = get("diff_weights")(model, texts, base=base)
-    outputs = get("diff_outputs")(model, texts, base=base)
-    tokens = get("diff_tokens")(model, texts, base=base, top=5)
+    outputs, tokens = output_diff(base, model, texts, prompt_ids(base, texts), top=5)  # both probes' tables
     moved = {d: rows.token.tolist() for d, rows in tokens.groupby("direction", sort=False)}
     source = f"measured: {{}} against {base.source}"
     measured = {

@@ -144,41 +144,57 @@ def difference_lens(
     return pd.DataFrame(rows, columns=["position", "rank", "token_id", "token", "logit"])
 
 
-def output_diff(
-    a: WorkbenchModel, b: WorkbenchModel, texts: dict[str, list[str]], ids: list[torch.Tensor], top: int = 10
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per group ``group, kl, bits_per_byte_a, bits_per_byte_b``; and the ``top`` tokens whose centred
-    logits rose and fell most: ``direction, rank, token_id, token, change``."""
+def _next_token_changes(
+    a: WorkbenchModel, b: WorkbenchModel, texts: dict[str, list[str]], ids: list[torch.Tensor]
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One forward of each model per prompt: the mean ``KL(p_a || p_b)`` per group, and the mean change of
+    the centred logits over every position [vocab]."""
     groups = [g for g, group_texts in texts.items() for _ in group_texts]
-    rows, kls, shift = [], {g: [] for g in texts}, None
+    kls: dict[str, list[torch.Tensor]] = {g: [] for g in texts}
+    shift = None
     for group, prompt in zip(groups, ids, strict=True):
         log_a, log_b = next_token_log_probs(a, prompt), next_token_log_probs(b, prompt)
         kls[group].append(kl_divergence(log_a, log_b))
         # log-probabilities are logits up to a per-position constant: centring removes it either way
         moved = (log_b - log_b.mean(-1, keepdim=True)) - (log_a - log_a.mean(-1, keepdim=True))
         shift = moved.sum(0) if shift is None else shift + moved.sum(0)
-    for group, group_texts in texts.items():
-        rows.append(
-            {
-                "group": group,
-                "kl": float(torch.cat(kls[group]).mean()),
-                "bits_per_byte_a": loss_per_byte(a, group_texts)["bits_per_byte"],
-                "bits_per_byte_b": loss_per_byte(b, group_texts)["bits_per_byte"],
-            }
-        )
-    shift = shift / sum(len(p) for p in ids)
-    moved_rows = []
+    mean_kl = {g: float(torch.cat(values).mean()) for g, values in kls.items()}
+    return mean_kl, shift / sum(len(p) for p in ids)
+
+
+def _moved_tokens(tokenizer: object, shift: torch.Tensor, top: int) -> pd.DataFrame:
+    """The ``top`` tokens whose centred logits rose and fell most: ``direction, rank, token_id, token,
+    change``."""
+    rows = []
     for direction, values in (("rose", shift), ("fell", -shift)):
         found = values.topk(min(top, len(values)))
         for rank, (token, value) in enumerate(
             zip(found.indices.tolist(), found.values.tolist(), strict=True)
         ):
-            text = a.tokenizer.decode([token]) if a.tokenizer is not None else str(token)
+            text = tokenizer.decode([token]) if tokenizer is not None else str(token)
             change = value if direction == "rose" else -value
-            moved_rows.append(
+            rows.append(
                 {"direction": direction, "rank": rank, "token_id": token, "token": text, "change": change}
             )
-    return pd.DataFrame(rows), pd.DataFrame(moved_rows)
+    return pd.DataFrame(rows)
+
+
+def output_diff(
+    a: WorkbenchModel, b: WorkbenchModel, texts: dict[str, list[str]], ids: list[torch.Tensor], top: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per group ``group, kl, bits_per_byte_a, bits_per_byte_b``; and the ``top`` tokens whose centred
+    logits rose and fell most: ``direction, rank, token_id, token, change``."""
+    mean_kl, shift = _next_token_changes(a, b, texts, ids)
+    rows = [
+        {
+            "group": group,
+            "kl": mean_kl[group],
+            "bits_per_byte_a": loss_per_byte(a, group_texts)["bits_per_byte"],
+            "bits_per_byte_b": loss_per_byte(b, group_texts)["bits_per_byte"],
+        }
+        for group, group_texts in texts.items()
+    ]
+    return pd.DataFrame(rows), _moved_tokens(a.tokenizer, shift, top)
 
 
 def diff(
@@ -260,7 +276,7 @@ def _outputs(ctx: Context, params: object) -> pd.DataFrame:
 
 def _tokens(ctx: Context, params: TopParams) -> pd.DataFrame:
     a, b, ids = pair_of(ctx)
-    return output_diff(a, b, ctx.texts, ids, params.top)[1]
+    return _moved_tokens(a.tokenizer, _next_token_changes(a, b, ctx.texts, ids)[1], params.top)
 
 
 DIFF_REPRESENTATIONS = Probe(

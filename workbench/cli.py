@@ -116,11 +116,12 @@ def card(
 def _texts(prompts: str) -> dict[str, list[str]]:
     """A built-in prompt set (held-out: cut as the default battery, 2 per domain, 300 characters) or a
     file's, by group."""
+    from probes.card_measure import CHARS, PER_DOMAIN
     from workbench.battery.prompts import resolve_prompts
     from workbench.battery.spec import BUILTIN_PROMPTS, PromptSet
 
     builtin = prompts if prompts in BUILTIN_PROMPTS else None
-    cut = {"per_group": 2, "chars": 300} if builtin == "heldout" else {}
+    cut = {"per_group": PER_DOMAIN, "chars": CHARS} if builtin == "heldout" else {}
     return resolve_prompts(PromptSet(prompts, builtin, None if builtin else prompts, **cut))
 
 
