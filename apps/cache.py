@@ -4,6 +4,7 @@ interactions (choosing a head, an expert, a budget) rerun no forward pass."""
 from __future__ import annotations
 
 import html
+from typing import NamedTuple
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -12,14 +13,26 @@ import torch
 
 import workbench
 from apps import data
+from workbench.models.quantize import parse_request
+
+
+class Source(NamedTuple):
+    """The model a view shows: a zoo name, directory, GGUF file or hub id, and the quantisation it is
+    loaded with (``METHOD:BITS``, empty for none); it prints as its label."""
+
+    name: str
+    quantize: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.quantize})" if self.quantize else self.name
 
 
 @st.cache_resource(show_spinner="loading model", max_entries=4)
-def model(source: str) -> workbench.WorkbenchModel:
-    return workbench.load(source)
+def model(source: Source) -> workbench.WorkbenchModel:
+    return workbench.load(source.name, quantization=parse_request(source.quantize))
 
 
-def causal_model(source: str, what: str) -> workbench.WorkbenchModel | None:
+def causal_model(source: Source, what: str) -> workbench.WorkbenchModel | None:
     """The cached model of a view that needs a causal model, or None after saying so, naming ``what`` the
     model lacks (views return on None)."""
     loaded = model(source)
@@ -30,7 +43,7 @@ def causal_model(source: str, what: str) -> workbench.WorkbenchModel | None:
 
 
 @st.cache_data(show_spinner="reading the card", max_entries=8)
-def card(source: str, measure: bool) -> pd.DataFrame:
+def card(source: Source, measure: bool) -> pd.DataFrame:
     """The card's rows (:meth:`probes.card.Card.frame`); ``measure``: with the measured rows."""
     from probes.card import card as build_card
 
@@ -38,7 +51,7 @@ def card(source: str, measure: bool) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="comparing the checkpoints", max_entries=4)
-def diff(base: str, tuned: str, prompt: str | None) -> dict[str, pd.DataFrame]:
+def diff(base: Source, tuned: Source, prompt: str | None) -> dict[str, pd.DataFrame]:
     """Every checkpoint-diff table (:func:`probes.diff.diff`) on the held-out sample (``prompt`` None, the
     default battery's cut) or on one prompt."""
     from probes.card_measure import CHARS, PER_DOMAIN
@@ -50,27 +63,27 @@ def diff(base: str, tuned: str, prompt: str | None) -> dict[str, pd.DataFrame]:
 
 
 @st.cache_data(show_spinner="capturing", max_entries=16)
-def activity(source: str, prompt: str) -> data.LayerActivity:
+def activity(source: Source, prompt: str) -> data.LayerActivity:
     return data.layer_activity(model(source), prompt)
 
 
 @st.cache_data(show_spinner="capturing attention patterns", max_entries=8)
-def patterns(source: str, prompt: str) -> tuple[list[torch.Tensor], pd.DataFrame]:
+def patterns(source: Source, prompt: str) -> tuple[list[torch.Tensor], pd.DataFrame]:
     return data.attention_patterns(model(source), prompt)
 
 
 @st.cache_data(show_spinner="routing the held-out domains", max_entries=4)
-def specialisation(source: str) -> pd.DataFrame:
+def specialisation(source: Source) -> pd.DataFrame:
     return data.specialisation(model(source))
 
 
 @st.cache_data(show_spinner="measuring compression depth", max_entries=4)
-def compression(source: str) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
+def compression(source: Source) -> tuple[pd.DataFrame, torch.Tensor, pd.DataFrame | None]:
     return data.compression_depth(model(source))
 
 
 @st.cache_data(show_spinner="decoding with a pruned cache", max_entries=32)
-def eviction(source: str, prompt: str, budget: float, policy: str) -> dict[str, float]:
+def eviction(source: Source, prompt: str, budget: float, policy: str) -> dict[str, float]:
     return data.eviction(model(source), prompt, budget, policy)
 
 

@@ -13,9 +13,11 @@ import streamlit as st
 
 import workbench
 from apps import cache
+from apps.cache import Source
 from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT
 from apps.views import VIEWS
 from workbench.errors import describe_unexpected, hide_paths
+from workbench.models.quantize import offered
 
 TYPED = (
     "model",
@@ -35,7 +37,11 @@ def _shown(message: str) -> str:
 def main() -> None:
     """Render the sidebar (model, prompt, view) and the chosen view."""
     st.set_page_config(page_title="interp workbench", layout="wide")
-    source = st.sidebar.text_input("Model (zoo name or local directory)", value=DEFAULT_MODEL, key="model")
+    name = st.sidebar.text_input(
+        "Model (zoo name, local directory or GGUF file)", value=DEFAULT_MODEL, key="model"
+    )
+    quantize = st.sidebar.selectbox("Quantise on load", ["none", *offered()], key="quantize")
+    source = Source(name, "" if quantize == "none" else quantize)
     prompt = st.sidebar.text_area("Prompt", value=DEFAULT_PROMPT, key="prompt")
     title = st.sidebar.radio("View", list(VIEWS), key="view")
     st.title(title)

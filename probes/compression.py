@@ -284,6 +284,14 @@ def cka_blocks(grid: torch.Tensor, threshold: float = 0.9) -> list[tuple[int, in
     return blocks
 
 
+def subsample(points: torch.Tensor, max_points: int = 2000) -> torch.Tensor:
+    """At most ``max_points`` rows of ``points`` [N, D], drawn with seed 0 (the same rows for any two clouds
+    of one size)."""
+    if points.shape[0] <= max_points:
+        return points
+    return points[torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]]
+
+
 def compression_profile(
     hidden_by_layer: list[list[torch.Tensor]], pooling: str = "all", max_points: int = 2000
 ) -> list[dict]:
@@ -297,11 +305,7 @@ def compression_profile(
     """
     rows = []
     for layer, prompts in enumerate(hidden_by_layer):
-        points = torch.cat([pool(h.float(), pooling) for h in prompts])
-        if points.shape[0] > max_points:
-            points = points[
-                torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
-            ]
+        points = subsample(torch.cat([pool(h.float(), pooling) for h in prompts]), max_points)
         with_gride = points.shape[0] > 8
         distances = knn_distances(points, 4 if with_gride else 2, drop_duplicates=True)  # one search
         rows.append(

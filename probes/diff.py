@@ -9,6 +9,8 @@ base, ``b`` the tuned one) and one prompt set, each measure a tidy table.
 - the activation-difference lens (ADL; arXiv 2510.13900, Sec. 3): the mean difference ``delta_j`` at each
   of the first ``first_tokens`` positions of the prompts, at the middle layer, read through B's final norm
   and unembedding (the logit lens): the tokens it promotes;
+- internals (:mod:`probes.diff_internals`): per layer, the sink rate, massive activations and TwoNN
+  intrinsic dimension of each and their changes;
 - outputs: per group, ``KL(p_a || p_b)`` of the next-token distributions averaged over positions, and each
   model's loss per byte (:func:`probes.tokenizer.loss_per_byte`); and the tokens whose logits moved most,
   ``mean_t [(z_b - mean z_b) - (z_a - mean z_a)]`` (logits centred per position: a shift of all logits
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 
 from probes.compression import linear_cka
+from probes.diff_internals import internals_diff
 from probes.diff_patching import cross_patching
 from probes.diff_routing import attention_diff, routing_diff
 from probes.diff_weights import change_shares, check_same_architecture, pair_of, prompt_ids, weight_diff
@@ -52,6 +55,7 @@ class Diff:
     tokens: pd.DataFrame
     attention: pd.DataFrame
     routing: pd.DataFrame
+    internals: pd.DataFrame
     patching: pd.DataFrame
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -72,6 +76,9 @@ class Diff:
                 ["layer", "head", "pattern_js", "alpha_change", "entropy_change"]
             ],
             "MoE routing by layer": self.routing,
+            "Sinks, massive activations and ID by layer": self.internals[
+                ["layer", *(c for c in self.internals if c.endswith("_change"))]
+            ],
             "Outputs by group": self.outputs,
             "Tokens whose logits moved most": self.tokens,
             "KL left after swapping in base blocks": self.patching,
@@ -232,6 +239,7 @@ def diff(
         tokens=tokens,
         attention=attention_diff(a, b, ids),
         routing=routing_diff(a, b, ids) if a.cfg.is_moe else pd.DataFrame(),
+        internals=internals_diff(a, b, ids),
         patching=cross_patching(a, b, ids),
     )
 

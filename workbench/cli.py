@@ -150,10 +150,9 @@ def diff_command(
     from probes.diff import diff
 
     texts = _texts(prompts)
-    method, _, bits = (quantize or "").partition(":")
-    if quantize and not bits.isdigit():
-        raise WorkbenchError(f"--quantize {quantize!r}: expected METHOD:BITS, e.g. quanto:8")
-    a, b = _load(base), _load(tuned, quantization={"method": method, "bits": int(bits)} if quantize else None)
+    from workbench.models.quantize import parse_request
+
+    a, b = _load(base), _load(tuned, quantization=parse_request(quantize or ""))
     with console.status(f"comparing {a.source} and {b.source}", spinner="dots"):
         found = diff(a, b, texts)
     if out:

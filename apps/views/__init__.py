@@ -1,4 +1,5 @@
-"""The app's views, in menu order: each module has ``TITLE`` and ``render(source, prompt)``."""
+"""The app's views, in menu order: each module has ``TITLE`` and ``render(source, prompt)`` (``source``:
+:class:`apps.cache.Source`)."""
 
 from apps.views import (
     batteries,

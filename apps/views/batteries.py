@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from apps.cache import Source
 from probes.registry import get
 from workbench.battery.report import combined_tables, probe_of, summary_table
 from workbench.errors import WorkbenchError
@@ -13,7 +14,7 @@ from workbench.errors import WorkbenchError
 TITLE = "Battery results"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     first = st.text_input("Run directory", value="runs/default", key="battery_run")
     second = st.text_input("Compare with (optional)", value="", key="battery_compare")
     runs = [Path(first)] + ([Path(second)] if second.strip() else [])

@@ -8,13 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 from probes.card import HEADER
 from workbench.hooks.points import point_rows
 
 TITLE = "Model card"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     model = cache.model(source)
     measure = st.toggle("Measure (runs the cheap probes on the held-out sample)", key="card_measure")
     rows = cache.card(source, measure)

@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 from probes.compression import id_summaries
 from probes.figures import id_profile, lines_by_group
 
 TITLE = "Compression depth"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     profile, grid, lens_table = cache.compression(source)
     st.caption("Ten held-out prompts (two per domain), all tokens pooled.")
     summary = id_summaries(profile.twonn_90.tolist())

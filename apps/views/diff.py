@@ -1,13 +1,15 @@
-"""Checkpoint diff: what tuning changed between a base checkpoint and the sidebar's model (the tuned one),
-each measure a registered pair probe's table and figure: weights by layer and kind, CKA by layer, KL and
-bits per byte by domain, the tokens that moved, the activation-difference lens, attention per head, MoE
-routing per layer and cross-patching."""
+"""Checkpoint diff: what tuning (or quantisation: the sidebar's "Quantise on load") changed between a
+base checkpoint and the sidebar's model, each measure a registered pair probe's table and figure: weights
+by layer and kind, CKA by layer, KL and bits per byte by domain, the tokens that moved, the
+activation-difference lens, attention per head, MoE routing per layer, sinks, massive activations and ID
+per layer, and cross-patching."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 from probes.diff_weights import change_shares
 from probes.registry import get
 from workbench.models.checkpoint import model_card_facts
@@ -17,12 +19,15 @@ TITLE = "Checkpoint diff"
 PROMPTS = ("held-out sample", "the sidebar prompt")
 
 
-def default_base(source: str) -> str:
-    """The model card's ``base_model``, else the zoo's early checkpoint of ``source``, else ``source``."""
+def default_base(source: Source) -> str:
+    """For a quantised model its unquantised self; else the model card's ``base_model``, else the zoo's
+    early checkpoint of ``source``, else ``source``."""
+    if source.quantize:
+        return source.name
     base = model_card_facts(cache.model(source))["base_model"].value
     if isinstance(base, str) and base:
         return base
-    return f"{source}-early" if f"{source}-early" in zoo() else source
+    return f"{source.name}-early" if f"{source.name}-early" in zoo() else source.name
 
 
 def _figures(probe: str, table: object) -> None:
@@ -30,9 +35,11 @@ def _figures(probe: str, table: object) -> None:
         st.plotly_chart(figure, key=f"diff_{probe}_{label}")
 
 
-def render(source: str, prompt: str) -> None:
-    base = st.text_input(
-        "Base checkpoint (zoo name or local directory)", value=default_base(source), key="diff_base"
+def render(source: Source, prompt: str) -> None:
+    base = Source(
+        st.text_input(
+            "Base checkpoint (zoo name or local directory)", value=default_base(source), key="diff_base"
+        )
     )
     on = st.radio("Prompts", PROMPTS, horizontal=True, key="diff_prompts")
     tables = cache.diff(base, source, prompt if on == PROMPTS[1] else None)
@@ -67,5 +74,8 @@ def render(source: str, prompt: str) -> None:
     if "routing" in tables:
         st.subheader("MoE routing")
         st.dataframe(tables["routing"].drop(columns="model"), hide_index=True, key="diff_routing")
+    st.subheader("Sinks, massive activations and intrinsic dimension")
+    st.dataframe(tables["internals"].drop(columns="model"), hide_index=True, key="diff_internals")
+    _figures("diff_internals", tables["internals"])
     st.subheader("Where the change lives (cross-patching)")
     _figures("diff_patching", tables["patching"])

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 from probes.decoding import step_signals
 from workbench.capture import CaptureSpec
 from workbench.capture.generate import stream_generate
@@ -13,7 +14,7 @@ from workbench.capture.generate import stream_generate
 TITLE = "Live generation"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     model = cache.causal_model(source, "autoregressive generation")
     if model is None:
         return

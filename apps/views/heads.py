@@ -6,11 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 
 TITLE = "Attention heads"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     try:
         patterns, table = cache.patterns(source, prompt)
     except ValueError as error:

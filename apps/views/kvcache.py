@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from apps import cache, data
+from apps.cache import Source
 from probes.factors import kv_bytes_per_token
 from probes.figures import policy_curves
 from probes.kvcache import POLICIES
@@ -12,7 +13,7 @@ from probes.kvcache import POLICIES
 TITLE = "KV cache"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     model = cache.causal_model(source, "KV cache")
     if model is None:
         return

@@ -8,6 +8,7 @@ import html
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 
 TITLE = "Layer activity"
 METRICS = {
@@ -18,7 +19,7 @@ METRICS = {
 }
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     activity = cache.activity(source, prompt)
     metrics = [m for m in METRICS if m != "expert" or activity.experts is not None]
     metric = st.selectbox("Signal", metrics, format_func=METRICS.get, key="layers_metric")

@@ -9,6 +9,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import streamlit as st
 
 from apps import cache
+from apps.cache import Source
 from probes.params import ParamError, Range
 from probes.registry import NotApplicable, Probe, registry
 from workbench.battery.prompts import resolve_prompts
@@ -56,7 +57,7 @@ def _texts(choice: str, prompt: str) -> dict[str, list[str]]:
     return resolve_prompts(PromptSet("parallel", "parallel"))
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     probes = registry()
     name = st.selectbox("Probe", list(probes), key="probe_name")
     probe = probes[name]
@@ -77,7 +78,7 @@ def render(source: str, prompt: str) -> None:
         return
     except ParamError as error:
         raise InputError(str(error)) from None
-    shown = table.assign(model=source)
+    shown = table.assign(model=str(source))
     st.dataframe(probe.summarise(shown), hide_index=True, key="probe_summary")
     for index, (_, figure) in enumerate(probe.figures(shown)):
         st.plotly_chart(figure, key=f"probe_figure_{index}")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from apps import cache, data
+from apps.cache import Source
 from probes.figures import heatmap, load_bars
 
 TITLE = "MoE routing"
 
 
-def render(source: str, prompt: str) -> None:
+def render(source: Source, prompt: str) -> None:
     model = cache.model(source)
     activity = cache.activity(source, prompt)
     if activity.experts is None:

@@ -285,3 +285,23 @@ def test_diff_view_shows_the_pair_probes_of_the_card_base() -> None:
     assert len(app.get("plotly_chart")) >= 4 and not app.error
     app.text_input(key="diff_base").set_value("tiny-moe").run()
     assert len(app.error) == 1 and "not one architecture" in app.error[0].value
+
+
+def test_a_model_quantised_on_load_is_diffed_against_itself() -> None:
+    """ "Quantise on load" loads the sidebar's model through the backend; the diff view's base is then the
+    unquantised model, and it shows what the pair probes give for the two."""
+    app = _app("Checkpoint diff", model="tiny-llama")
+    app.sidebar.selectbox(key="quantize").set_value("quanto:4").run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.text_input(key="diff_base").value == "tiny-llama"
+    base = workbench.load("tiny-llama")
+    other = workbench.load("tiny-llama", quantization={"method": "quanto", "bits": 4})
+    texts = heldout(2, 300)
+    outputs = workbench.probe("diff_outputs")(other, texts, base=base)
+    assert float(_metric(app, "Mean KL")) == pytest.approx(float(outputs.kl.mean()), rel=1e-3)
+    shown = next(d.value for d in app.dataframe if "twonn_change" in d.value.columns)
+    expected = workbench.probe("diff_internals")(other, texts, base=base)
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, rtol=1e-6)
+    app.sidebar.radio(key="view").set_value("Model card").run()
+    header = app.dataframe[0].value.set_index("field")
+    assert json.loads(header.loc["quantisation", "value"])["bits"] == 4

@@ -43,6 +43,10 @@ def test_identical_checkpoints_change_nothing(base: workbench.WorkbenchModel) ->
     changes = found.attention[["alpha_change", "entropy_change", "pattern_js"]]
     assert len(found.attention) == base.cfg.n_layers * base.cfg.n_heads and (changes == 0).all().all()
     assert (found.patching.kl == 0).all() and found.routing.empty
+    assert (
+        len(found.internals) == base.cfg.n_layers
+        and (found.internals.filter(like="_change") == 0).all().all()
+    )
 
 
 def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
@@ -186,13 +190,17 @@ def test_cli_writes_the_tables_and_refuses_two_architectures(
 
     out = tmp_path / "diff"  # type: ignore[operator]
     assert run(["diff", "tiny-llama", "tiny-llama", "--prompts", "short", "--out", str(out)]) == 0
-    names = ("weights", "representations", "lens", "outputs", "tokens", "attention", "patching")
+    names = ("weights", "representations", "lens", "outputs", "tokens", "attention", "internals", "patching")
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in names)
     assert (pd.read_parquet(out / "representations.parquet").cka == 1).all()
     capsys.readouterr()
     assert run(["diff", "tiny-llama", "tiny-moe", "--prompts", "short"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not one architecture" in err[0]
+    for bad in ("quanto", "quanto:3", "gptq:4"):
+        assert run(["diff", "tiny-llama", "tiny-llama", "--quantize", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "quantization" in err[0] and "Traceback" not in err[0], err
 
 
 @pytest.mark.slow

@@ -113,3 +113,18 @@ def test_bad_gguf_sources_are_one_line(tmp_path: Path, files: dict[str, Path]) -
         workbench.load(str(two))
     with pytest.raises(WorkbenchError, match="Llama-family"):
         write_gguf(workbench.load("tiny-moe"), tmp_path / "moe.gguf")
+
+
+def test_the_app_opens_a_gguf_file(files: dict[str, Path]) -> None:
+    """The sidebar takes the file's path: the card shows its types, the layer view the F16 capture."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    app_file = Path(__file__).resolve().parents[2] / "apps/workbench_app.py"
+    app = AppTest.from_file(str(app_file), default_timeout=300).run()
+    app.sidebar.text_input(key="model").set_value(str(files["Q8_0"])).run()
+    header = app.dataframe[0].value.set_index("field")
+    assert json.loads(header.loc["quantisation", "value"])["types"]["attention"] == {"Q8_0": 16}
+    app.sidebar.radio(key="view").set_value("Layer activity").run()
+    assert not app.exception and not app.error and app.get("plotly_chart")

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,62 @@ def test_tiny_moe_quantisation_moves_routing_more_as_bits_fall() -> None:
     overlap = {bits: float(result.routing.topk_jaccard.mean()) for bits, result in found.items()}
     kl = {bits: float(result.outputs.kl.mean()) for bits, result in found.items()}
     assert 1 > overlap[8] > overlap[4] and 0 < kl[8] < kl[4], (overlap, kl)
+
+
+def _hf_landmarks(model: workbench.WorkbenchModel, ids: list[torch.Tensor]) -> list[dict[str, float]]:
+    """Per layer, from HF's own eager forward (its attention weights, its decoder layers' outputs), in
+    float64 numpy: the sink rate (Gu et al. eq. 2, eps 0.3), the mean max / median |h| (Sun et al.'s
+    code), and TwoNN as DADApy computes it on the distinct residual tokens."""
+    from tests.unit.test_compression import dadapy_twonn, neighbour_distances
+    from workbench.hooks.implementation import attention_implementation
+
+    layers = model.hf.model.layers
+    outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
+
+    def keep(index: int):
+        return lambda module, args, out: outputs[index].append((out[0] if isinstance(out, tuple) else out)[0])
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    alphas: dict[int, list[np.ndarray]] = {i: [] for i in range(len(layers))}
+    try:
+        with torch.no_grad(), attention_implementation(model.hf, "eager"):
+            for prompt in ids:
+                attentions = model.hf(input_ids=prompt[None], output_attentions=True).attentions
+                for i, pattern in enumerate(attentions):
+                    a = pattern[0].double().numpy()  # [head, q, k]
+                    alphas[i].append(a[:, :, 0].sum(-1) / a.shape[1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for i in range(len(layers)):
+        hidden = [h.double().numpy() for h in outputs[i]]
+        magnitudes = [np.sort(np.abs(h), axis=None) for h in hidden]
+        ratios = [m[-1] / m[(len(m) - 1) // 2] for m in magnitudes]  # the lower median, as torch.median
+        points = np.unique(np.concatenate(hidden), axis=0)
+        rows.append(
+            {
+                "sink_rate": 100 * float((np.stack(alphas[i]) > 0.3).mean()),
+                "top_ratio": float(np.mean(ratios)),
+                "twonn": dadapy_twonn(neighbour_distances(points, 2)),
+            }
+        )
+    return rows
+
+
+def test_sink_massive_and_id_changes_match_hfs_own_forward(
+    source: workbench.WorkbenchModel, quantised: dict[str, workbench.WorkbenchModel]
+) -> None:
+    from probes.diff_internals import internals_diff
+
+    other = quantised["quanto-4"]
+    ids = [source.encode(t)["input_ids"][0] for t in TEXTS[:6]]
+    found = internals_diff(source, other, ids).set_index("layer")
+    for side, model in (("a", source), ("b", other)):
+        for layer, expected in enumerate(_hf_landmarks(model, ids)):
+            row = found.loc[layer]
+            assert row[f"sink_rate_{side}"] == expected["sink_rate"], (side, layer)
+            assert row[f"top_ratio_{side}"] == pytest.approx(expected["top_ratio"], rel=1e-4), (side, layer)
+            assert row[f"twonn_{side}"] == pytest.approx(expected["twonn"], rel=1e-4), (side, layer)
+    assert (found.twonn_change == found.twonn_b - found.twonn_a).all()
+    assert (found.top_ratio_change != 0).all()  # 4-bit weights move every layer's residual stream

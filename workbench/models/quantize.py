@@ -57,6 +57,28 @@ def check_request(request: dict[str, Any]) -> tuple[str, int]:
     return method, bits
 
 
+def parse_request(text: str) -> dict[str, Any] | None:
+    """The request written ``METHOD:BITS`` (``quanto:4``; the CLI's ``--quantize``, the app's field); None
+    for an empty text.
+
+    Raises:
+        WorkbenchError: Not ``METHOD:BITS``, or a request no backend here offers.
+    """
+    if not text:
+        return None
+    method, _, bits = text.partition(":")
+    if not bits.isdigit():
+        raise WorkbenchError(f"quantization {text!r}: expected METHOD:BITS, e.g. quanto:8")
+    request = {"method": method, "bits": int(bits)}
+    check_request(request)
+    return request
+
+
+def offered() -> list[str]:
+    """Every ``METHOD:BITS`` a backend here offers."""
+    return [f"{method}:{bits}" for method, widths in BACKENDS.items() for bits in widths]
+
+
 def is_quantised(module: nn.Module) -> bool:
     """Whether a module's weight is stored quantised (a tensor subclass: quanto's ``WeightQBytesTensor``,
     torchao's ``Int8Tensor`` ...)."""
