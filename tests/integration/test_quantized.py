@@ -55,9 +55,14 @@ def test_card_row_matches_config_and_modules(
         assert row == {
             "quant_method": REQUESTS[name]["method"],
             "bits": REQUESTS[name]["bits"],
+            "group_size": "per row",  # one scale per output row: the scales' shape, [out_features, 1]
             "quantised_modules": linears,
             "outside_blocks": [],  # embeddings, LM head and norms stay in floating point
         }, name
+        # per row, from the values alone: each row of 344 takes at most 2^bits levels, the matrix many more
+        dense = model.hf.model.layers[0].mlp.down_proj.weight.dequantize().float()
+        levels = [len(row.unique()) for row in dense]
+        assert max(levels) <= 2 ** REQUESTS[name]["bits"] < len(dense.unique()), name
 
 
 def test_dequantised_weights_and_kl_grow_as_bits_fall(

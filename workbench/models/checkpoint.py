@@ -18,7 +18,7 @@ from transformers import GenerationConfig
 
 from workbench.models.gguf import tensor_types
 from workbench.models.model import WorkbenchModel
-from workbench.models.quantize import bits_of, quantised_modules
+from workbench.models.quantize import bits_of, group_size, quantised_modules
 
 # generation_config fields per card factor (transformers 5 names); presence / frequency penalties are not
 # GenerationConfig fields (they are serving-engine settings), so the card says so
@@ -165,6 +165,8 @@ def quantization_facts(model: WorkbenchModel) -> Fact:
     value = {"quant_method": getattr(method, "value", method), "bits": bits_of(raw)}
     value |= {k: raw[k] for k in ("group_size", "modules_to_not_convert") if raw.get(k) is not None}
     names = quantised_modules(model.hf)
+    if names and (groups := group_size(model.hf)) is not None:
+        value["group_size"] = groups  # what the stored scales say, over a config's default
     if not names:  # a config read alone (meta device): what it says
         return Fact({k: v for k, v in value.items() if v is not None}, "config (quantization_config)")
     blocks = f".{model.adapter.blocks}."

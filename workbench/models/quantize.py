@@ -98,6 +98,27 @@ def quantised_modules(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if is_quantised(module)]
 
 
+def group_size(model: nn.Module) -> str | list[int] | None:
+    """How many weights share one scale in the stored-quantised modules, from their scale tensors
+    (quanto's ``_scale``, torchao's ``scale``): ``"per row"`` when each output row has one, else the
+    distinct group sizes; None when no module's scale is readable."""
+    sizes, per_row = set(), True
+    for module in model.modules():
+        if not is_quantised(module):
+            continue
+        weight = module.weight.data
+        scale = next(
+            (s for a in ("_scale", "scale") if isinstance(s := getattr(weight, a, None), torch.Tensor)), None
+        )
+        if scale is None:
+            return None
+        sizes.add(weight.numel() // scale.numel())
+        per_row &= scale.numel() == weight.shape[0]
+    if not sizes:
+        return None
+    return "per row" if per_row else sorted(sizes)
+
+
 def bits_of(raw: dict[str, Any]) -> int | None:
     """Weight bits a ``quantization_config`` dict states (``bits``, quanto's ``weights = "int8"``,
     torchao's ``Int8WeightOnlyConfig``, bitsandbytes' ``load_in_4bit``)."""
