@@ -14,7 +14,7 @@ import streamlit as st
 import workbench
 from apps import cache
 from apps.cache import Source
-from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT
+from apps.data import DEFAULT_MODEL, DEFAULT_PROMPT, MODEL_LABEL
 from apps.views import VIEWS
 from workbench.errors import describe_unexpected, hide_paths
 from workbench.models.quantize import offered
@@ -37,9 +37,7 @@ def _shown(message: str) -> str:
 def main() -> None:
     """Render the sidebar (model, prompt, view) and the chosen view."""
     st.set_page_config(page_title="interp workbench", layout="wide")
-    name = st.sidebar.text_input(
-        "Model (zoo name, local directory or GGUF file)", value=DEFAULT_MODEL, key="model"
-    )
+    name = st.sidebar.text_input(MODEL_LABEL, value=DEFAULT_MODEL, key="model")
     quantize = st.sidebar.selectbox("Quantise on load", ["none", *offered()], key="quantize")
     source = Source(name, "" if quantize == "none" else quantize)
     prompt = st.sidebar.text_area("Prompt", value=DEFAULT_PROMPT, key="prompt")

@@ -29,7 +29,7 @@ from probes.registry import Context, Needs, Probe, per_model
 from workbench.arch.trace import is_norm
 from workbench.errors import InputError
 from workbench.models.model import WorkbenchModel
-from workbench.models.quantize import dense
+from workbench.models.quantize import dense, shape_of
 
 KINDS = ("attention", "mlp", "router", "experts", "norm", "embedding", "unembedding", "other")
 
@@ -86,8 +86,8 @@ def check_same_architecture(a: WorkbenchModel, b: WorkbenchModel) -> None:
     Raises:
         InputError: The checkpoints are not of one architecture.
     """
-    shapes_a = {n: tuple(p.shape) for n, p in a.hf.named_parameters()}
-    shapes_b = {n: tuple(p.shape) for n, p in b.hf.named_parameters()}
+    shapes_a = {n: shape_of(p) for n, p in a.hf.named_parameters()}
+    shapes_b = {n: shape_of(p) for n, p in b.hf.named_parameters()}
     missing = sorted(set(shapes_a) ^ set(shapes_b))
     if missing:
         side = "the second" if missing[0] in shapes_a else "the first"
@@ -113,8 +113,9 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
     weights_a, weights_b = dict(a.hf.named_parameters()), dict(b.hf.named_parameters())
     rows = []
     for name, (layer, kind) in parameter_sites(a).items():
-        before = dense(weights_a[name].detach()).double()  # a quantised checkpoint: its dequantised values
-        change = dense(weights_b[name].detach()).double() - before
+        with torch.no_grad():  # a quantised checkpoint: its dequantised values
+            before = dense(weights_a[name]).double()
+            change = dense(weights_b[name]).double() - before
         norm = float(change.norm())
         matrix = ranks and change.dim() >= 2
         rank = (effective_rank(change.flatten(1)) if norm else 0.0) if matrix else float("nan")

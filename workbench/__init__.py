@@ -20,8 +20,15 @@ import logging
 from typing import Any
 
 # transformers imports torchao when it is installed, and torchao's import logs a warning per CUDA kernel
-# library a CPU machine cannot load (and torch one per enum it registers): import-time notes, not errors
-for _name in ("torchao", "torch.utils._pytree"):
+# library a CPU machine cannot load (and torch one per enum it registers): import-time notes, not errors;
+# bitsandbytes notes its CPU kernel fallback once and LLM.int8's float16 cast on every forward (documented
+# in docs/probes/quantisation.md)
+for _name in (
+    "torchao",
+    "torch.utils._pytree",
+    "bitsandbytes.backends.cpu.ops",
+    "bitsandbytes.autograd._functions",
+):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 from workbench._version import __version__  # noqa: E402

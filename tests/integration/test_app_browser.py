@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import workbench
-from apps.data import DEFAULT_MODEL
+from apps.data import DEFAULT_MODEL, MODEL_LABEL
 from apps.driver import choose, click, open_view, runs, served, set_prompt, set_text, wait_run
 from apps.views import VIEWS
 from workbench.zoo import heldout
@@ -71,7 +71,7 @@ def test_every_view_in_chromium(
         assert page.get_by_text(markup, exact=False).count() >= 1
         assert page.locator("script:has-text('alert(\"x\")')").count() == 0
         page.screenshot(path=tmp_path / "markup.png", full_page=True)
-        set_text(page, "Model (zoo name or local directory)", "tiny-llama-dpo")
+        set_text(page, MODEL_LABEL, "tiny-llama-dpo")
         open_view(page, "Checkpoint diff")  # the card's base_model, tiny-llama, is the default base
         base, tuned = workbench.load("tiny-llama"), workbench.load("tiny-llama-dpo")
         kl = workbench.probe("diff_outputs")(tuned, heldout(2, 300), base=base).kl.mean()
@@ -80,9 +80,9 @@ def test_every_view_in_chromium(
         assert page.get_by_text("KL left after swapping in base blocks", exact=False).count() >= 1
         page.screenshot(path=tmp_path / "diff.png", full_page=True)
         for path, words in broken_models.values():  # one line each, no traceback, no server path
-            set_text(page, "Model (zoo name or local directory)", str(path))
+            set_text(page, MODEL_LABEL, str(path))
             _one_error(page, words)
-        set_text(page, "Model (zoo name or local directory)", "tiny-llama")
+        set_text(page, MODEL_LABEL, "tiny-llama")
         open_view(page, "Model card")
         set_text(page, "Hook point pattern (regular expression)", "(")
         _one_error(page, ["invalid hook point pattern '('"])

@@ -23,8 +23,19 @@ REQUESTS = {
     "quanto-8": {"method": "quanto", "bits": 8},
     "quanto-4": {"method": "quanto", "bits": 4},
     "torchao-8": {"method": "torchao", "bits": 8},
+    "bnb-8": {"method": "bitsandbytes", "bits": 8},
+    "bnb-4": {"method": "bitsandbytes", "bits": 4},
 }
 TEXTS = [t for group in heldout(2, 300).values() for t in group]
+# NF4's sixteen values (Dettmers et al. 2023, QLoRA, Appendix E)
+NF4 = torch.tensor(
+    [
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+        -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+        0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+        0.7229568362236023, 1.0,
+    ]
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +46,18 @@ def source() -> workbench.WorkbenchModel:
 @pytest.fixture(scope="module")
 def quantised() -> dict[str, workbench.WorkbenchModel]:
     return {name: workbench.load("tiny-llama", quantization=r) for name, r in REQUESTS.items()}
+
+
+def _dequantised(linear: torch.nn.Module) -> torch.Tensor:
+    """A quantised linear layer's weight values through its backend's own API."""
+    weight = linear.weight
+    if hasattr(weight, "quant_state"):
+        from bitsandbytes.functional import dequantize_4bit
+
+        return dequantize_4bit(weight.data, weight.quant_state).float()
+    if hasattr(weight, "SCB"):
+        return weight.CB.float() * weight.SCB.float()[:, None] / 127  # LLM.int8: absmax per row
+    return weight.dequantize().float()
 
 
 def _mean_kl(a: workbench.WorkbenchModel, b: workbench.WorkbenchModel) -> float:
@@ -50,19 +73,37 @@ def test_card_row_matches_config_and_modules(
 ) -> None:
     config = json.loads((Path(source.config._name_or_path) / "config.json").read_text())
     linears = config["num_hidden_layers"] * 7  # q, k, v, o, gate, up, down per block
+    formats = {"bnb-8": {"format": "LLM.int8"}, "bnb-4": {"format": "nf4"}}
     for name, model in quantised.items():
         row = workbench.card(model).get("quantisation")
+        bits = REQUESTS[name]["bits"]
         assert row == {
             "quant_method": REQUESTS[name]["method"],
-            "bits": REQUESTS[name]["bits"],
-            "group_size": "per row",  # one scale per output row: the scales' shape, [out_features, 1]
+            "bits": bits,
+            **formats.get(name, {}),
+            "group_size": [64] if name == "bnb-4" else "per row",  # NF4 blocks of 64; else one scale a row
             "quantised_modules": linears,
             "outside_blocks": [],  # embeddings, LM head and norms stay in floating point
         }, name
-        # per row, from the values alone: each row of 344 takes at most 2^bits levels, the matrix many more
-        dense = model.hf.model.layers[0].mlp.down_proj.weight.dequantize().float()
-        levels = [len(row.unique()) for row in dense]
-        assert max(levels) <= 2 ** REQUESTS[name]["bits"] < len(dense.unique()), name
+        # the grouping from the values alone: each group of the weight takes at most 2^bits levels, the
+        # matrix many more (down_proj's rows are 344 long)
+        dense = _dequantised(model.hf.model.layers[0].mlp.down_proj)
+        groups = dense.reshape(-1, 64) if name == "bnb-4" else dense
+        levels = [len(group.unique()) for group in groups]
+        assert max(levels) <= 2**bits < len(dense.unique()), name
+
+
+def test_nf4_and_llm_int8_values_are_the_papers(quantised: dict[str, workbench.WorkbenchModel]) -> None:
+    """bitsandbytes' 4-bit weights are NF4 codes times each block's absmax (QLoRA); its 8-bit ones
+    integers times each row's absmax / 127 (LLM.int8)."""
+    nf4 = _dequantised(quantised["bnb-4"].hf.model.layers[1].mlp.up_proj).reshape(-1, 64)
+    codes = nf4 / nf4.abs().amax(1, keepdim=True)
+    assert float((codes[..., None] - NF4).abs().amin(-1).max()) < 1e-6
+    int8 = _dequantised(quantised["bnb-8"].hf.model.layers[1].mlp.up_proj)
+    steps = int8 / (int8.abs().amax(1, keepdim=True) / 127)
+    assert float((steps - steps.round()).abs().max()) < 1e-4 and float(steps.abs().max()) == pytest.approx(
+        127
+    )
 
 
 def test_dequantised_weights_and_kl_grow_as_bits_fall(
@@ -71,13 +112,13 @@ def test_dequantised_weights_and_kl_grow_as_bits_fall(
     original = source.hf.model.layers[2].mlp.up_proj.weight.detach()
     errors = {}
     for name, model in quantised.items():
-        weight = model.hf.model.layers[2].mlp.up_proj.weight
-        errors[name] = float((weight.dequantize().float() - original).norm() / original.norm())
-    assert errors["quanto-8"] < 0.01 and errors["torchao-8"] < 0.01 and 0.03 < errors["quanto-4"] < 0.2, (
-        errors
-    )
+        weight = _dequantised(model.hf.model.layers[2].mlp.up_proj)
+        errors[name] = float((weight - original).norm() / original.norm())
+    for name, error in errors.items():
+        assert (error < 0.01) if name.endswith("-8") else (0.03 < error < 0.2), errors
     kl = {name: _mean_kl(source, model) for name, model in quantised.items()}
-    assert 0 < kl["quanto-8"] < kl["quanto-4"] and 0 < kl["torchao-8"] < kl["quanto-4"], kl
+    for eight in ("quanto-8", "torchao-8", "bnb-8"):
+        assert 0 < kl[eight] < kl["quanto-4"] and kl[eight] < kl["bnb-4"], kl
 
 
 def test_unknown_requests_are_one_line() -> None:

@@ -92,7 +92,8 @@ def diff_command(
     quantize: Annotated[
         str | None,
         typer.Option(
-            help="METHOD:BITS (quanto:8, quanto:4, torchao:8): the second checkpoint quantised on load."
+            help="METHOD:BITS (quanto:8|4|2, torchao:8, bitsandbytes:8|4): the second checkpoint "
+            "quantised on load."
         ),
     ] = None,
 ) -> None:

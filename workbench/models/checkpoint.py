@@ -164,6 +164,8 @@ def quantization_facts(model: WorkbenchModel) -> Fact:
     method = raw.get("quant_method")
     value = {"quant_method": getattr(method, "value", method), "bits": bits_of(raw)}
     value |= {k: raw[k] for k in ("group_size", "modules_to_not_convert") if raw.get(k) is not None}
+    if getattr(method, "value", method) == "bitsandbytes":  # the number format beside the bits
+        value["format"] = raw.get("bnb_4bit_quant_type") if raw.get("load_in_4bit") else "LLM.int8"
     names = quantised_modules(model.hf)
     if names and (groups := group_size(model.hf)) is not None:
         value["group_size"] = groups  # what the stored scales say, over a config's default

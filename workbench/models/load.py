@@ -33,7 +33,7 @@ from workbench.errors import (
 from workbench.models.gguf import gguf_file
 from workbench.models.memory import check_fits, estimate
 from workbench.models.model import WorkbenchModel
-from workbench.models.quantize import quantization_config
+from workbench.models.quantize import quantization_config, use_reference_kernels
 from workbench.zoo.registry import resolve_zoo, zoo
 
 Backend = Literal["hf", "tl", "nnsight"]
@@ -390,9 +390,9 @@ def load(
         max_memory: Per-device limits for ``device_map`` (``{"cpu": "2GB", 0: "20GB"}``); what does not fit
             goes to the disk.
         offload_folder: Where disk-offloaded weights are kept (needed when any are).
-        quantization: Quantise on load: ``{"method": "quanto" | "torchao", "bits": 8}`` (or a transformers
-            quantisation config; :mod:`workbench.models.quantize`). A checkpoint saved with a
-            ``quantization_config`` loads quantised without it.
+        quantization: Quantise on load: ``{"method": "quanto" | "torchao" | "bitsandbytes", "bits": 8}``
+            (or a transformers quantisation config; :mod:`workbench.models.quantize`). A checkpoint saved
+            with a ``quantization_config`` loads quantised without it.
         context: Tokens of KV cache the memory check counts (default :data:`memory.DEFAULT_CONTEXT`); without
             ``device_map`` a model whose weights and cache exceed the free memory is refused before any
             weight is read.
@@ -441,10 +441,12 @@ def load(
         model = source
     else:
         raise ModelNotFoundError(f"cannot load a {type(source).__name__}; pass a name, directory or HF model")
-    if device is not None and device_map is None:
+    quantised = getattr(model, "hf_quantizer", None) is not None  # placed and typed by its backend on load
+    if device is not None and device_map is None and not quantised:
         model = model.to(device)
-    if dtype is not None and device_map is None:
+    if dtype is not None and device_map is None and not quantised:
         model = model.to(dtype)
+    use_reference_kernels(model)
     model.eval()
     return WorkbenchModel(
         model, tokenizer, source=label, backend=backend, native=native, allow_generic=allow_generic

@@ -2,9 +2,10 @@
 ``quantization_config`` of a backend that runs here, and what a loaded model's quantisation is.
 
 Backends (checked on this CPU with transformers 5.24): ``quanto`` (optimum-quanto; weights int8, int4,
-int2; ``QLinear`` modules) and ``torchao`` (weight-only int8 per row; its int4 needs the mslk kernels,
-which the CPU build lacks). Both quantise the linear layers of the blocks on load and leave the
-embeddings, the LM head and the norms in floating point.
+int2; ``QLinear`` modules), ``torchao`` (weight-only int8 per row; its int4 needs the mslk kernels,
+which the CPU build lacks) and ``bitsandbytes`` (LLM.int8 with its outlier threshold 6, or NF4 in blocks
+of 64 computing in float32). Each quantises the linear layers of the blocks on load and leaves the
+embeddings, the LM head and the norms in floating point. (HQQ: transformers 5.24 refuses to load it.)
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 
-BACKENDS = {"quanto": (8, 4, 2), "torchao": (8,)}
+BACKENDS = {"quanto": (8, 4, 2), "torchao": (8,), "bitsandbytes": (8, 4)}
+PACKAGES = {"quanto": "optimum-quanto", "torchao": "torchao", "bitsandbytes": "bitsandbytes"}
 
 
 def quantization_config(request: Any) -> Any:
-    """A transformers quantisation config from ``{"method": "quanto" | "torchao", "bits": N}`` (a
-    transformers config object passes through).
+    """A transformers quantisation config from ``{"method": "quanto" | "torchao" | "bitsandbytes", "bits":
+    N}`` (a transformers config object passes through).
 
     Raises:
         WorkbenchError: An unknown method, bits the backend does not offer, or the backend not installed.
@@ -36,11 +38,19 @@ def quantization_config(request: Any) -> Any:
             import optimum.quanto  # noqa: F401  (the backend transformers calls)
 
             return tf.QuantoConfig(weights=f"int{bits}")
+        if method == "bitsandbytes":
+            import bitsandbytes  # noqa: F401
+
+            if bits == 8:
+                return tf.BitsAndBytesConfig(load_in_8bit=True)
+            return tf.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+            )
         from torchao.quantization import Int8WeightOnlyConfig
 
         return tf.TorchAoConfig(Int8WeightOnlyConfig())
     except ImportError:
-        package = {"quanto": "optimum-quanto", "torchao": "torchao"}[method]
+        package = PACKAGES[method]
         raise WorkbenchError(f"quantization with {method} needs {package}: pip install {package}") from None
 
 
@@ -55,6 +65,15 @@ def check_request(request: dict[str, Any]) -> tuple[str, int]:
         offered = "; ".join(f"{m}: bits {', '.join(map(str, b))}" for m, b in BACKENDS.items())
         raise WorkbenchError(f"quantization {request!r}: expected {{method, bits}} with {offered}")
     return method, bits
+
+
+def use_reference_kernels(model: nn.Module) -> None:
+    """Run bitsandbytes' 4-bit layers through its reference path (dequantise, then a matmul in the compute
+    dtype): its AVX512-BF16 CPU kernel repacks the weight on the first forward, fails on layers whose
+    output size is not a multiple of 32 (tiny-llama's 344) and computes in bfloat16."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def parse_request(text: str) -> dict[str, Any] | None:
@@ -80,17 +99,31 @@ def offered() -> list[str]:
 
 
 def is_quantised(module: nn.Module) -> bool:
-    """Whether a module's weight is stored quantised (a tensor subclass: quanto's ``WeightQBytesTensor``,
-    torchao's ``Int8Tensor`` ...)."""
+    """Whether a module's weight is stored quantised: a tensor subclass (quanto's ``WeightQBytesTensor``,
+    torchao's ``Int8Tensor`` ...) or integer codes (bitsandbytes' ``Int8Params``, packed ``Params4bit``)."""
     weight = getattr(module, "weight", None)
-    return isinstance(weight, torch.Tensor) and type(weight.data) is not torch.Tensor
+    if not isinstance(weight, torch.Tensor):
+        return False
+    return type(weight.data) is not torch.Tensor or not weight.dtype.is_floating_point
 
 
 def dense(tensor: torch.Tensor) -> torch.Tensor:
     """A stored-quantised weight's dequantised values (the tensor itself when it is a plain one)."""
+    if getattr(tensor, "quant_state", None) is not None:  # bitsandbytes 4-bit: packed codes, absmax per block
+        from bitsandbytes.functional import dequantize_4bit
+
+        return dequantize_4bit(tensor.data, tensor.quant_state)
+    if getattr(tensor, "SCB", None) is not None:  # bitsandbytes LLM.int8: codes, absmax per row
+        return tensor.CB.float() * tensor.SCB.float()[:, None] / 127
     if type(tensor.data) is not torch.Tensor and hasattr(tensor, "dequantize"):
         return tensor.dequantize()
     return tensor
+
+
+def shape_of(tensor: torch.Tensor) -> tuple[int, ...]:
+    """A weight's logical shape (bitsandbytes' 4-bit codes are packed into a column)."""
+    state = getattr(tensor, "quant_state", None)
+    return tuple(state.shape if state is not None else tensor.shape)
 
 
 def quantised_modules(model: nn.Module) -> list[str]:
@@ -105,6 +138,14 @@ def group_size(model: nn.Module) -> str | list[int] | None:
     sizes, per_row = set(), True
     for module in model.modules():
         if not is_quantised(module):
+            continue
+        state = getattr(module.weight, "quant_state", None)
+        if state is not None:  # bitsandbytes 4-bit: blocks along the flattened weight
+            sizes.add(state.blocksize)
+            per_row = False
+            continue
+        if getattr(module.weight, "SCB", None) is not None:  # bitsandbytes LLM.int8: one absmax per row
+            sizes.add(module.in_features)
             continue
         weight = module.weight.data
         scale = next(
