@@ -113,9 +113,10 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
     weights_a, weights_b = dict(a.hf.named_parameters()), dict(b.hf.named_parameters())
     rows = []
     for name, (layer, kind) in parameter_sites(a).items():
+        owner = name.rpartition(".")[0]
         with torch.no_grad():  # a quantised checkpoint: its dequantised values
-            before = dense(weights_a[name]).double()
-            change = dense(weights_b[name]).double() - before
+            before = dense(weights_a[name], a.hf.get_submodule(owner)).double()
+            change = dense(weights_b[name], b.hf.get_submodule(owner)).double() - before
         norm = float(change.norm())
         matrix = ranks and change.dim() >= 2
         rank = (effective_rank(change.flatten(1)) if norm else 0.0) if matrix else float("nan")

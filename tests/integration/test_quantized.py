@@ -55,8 +55,9 @@ def _dequantised(linear: torch.nn.Module) -> torch.Tensor:
         from bitsandbytes.functional import dequantize_4bit
 
         return dequantize_4bit(weight.data, weight.quant_state).float()
-    if hasattr(weight, "SCB"):
-        return weight.CB.float() * weight.SCB.float()[:, None] / 127  # LLM.int8: absmax per row
+    if hasattr(weight, "SCB"):  # LLM.int8: absmax per row, kept in the layer's state after a forward
+        scales = weight.SCB if weight.SCB is not None else linear.state.SCB
+        return weight.data.float() * scales.float()[:, None] / 127
     return weight.dequantize().float()
 
 
@@ -155,8 +156,14 @@ def test_the_quantisation_diff(
         assert kinds.loc[["attention", "mlp"]].sum() == pytest.approx(1), name
         patching = result.patching.set_index(["direction", "blocks_from_a"]).kl
         assert patching.loc[("bottom_up", 4)] == 0 and patching.loc[("top_down", 4)] == 0, name
+        # the weight change of one matrix, after the forwards the diff ran, as its backend dequantises it
+        original = source.hf.model.layers[2].mlp.up_proj.weight.detach().double()
+        expected = (_dequantised(quantised[name].hf.model.layers[2].mlp.up_proj).double() - original).norm()
+        row = result.weights.set_index("parameter").loc["model.layers.2.mlp.up_proj.weight"]
+        assert row.relative_change == pytest.approx(float(expected / original.norm()), rel=1e-6), name
     kl = {name: float(result.outputs.kl.mean()) for name, result in found.items()}
     assert kl["quanto-8"] < kl["quanto-4"] and kl["torchao-8"] < kl["quanto-4"], kl
+    assert kl["bnb-8"] < kl["bnb-4"], kl
 
 
 def test_tiny_moe_quantisation_moves_routing_more_as_bits_fall() -> None:

@@ -107,14 +107,18 @@ def is_quantised(module: nn.Module) -> bool:
     return type(weight.data) is not torch.Tensor or not weight.dtype.is_floating_point
 
 
-def dense(tensor: torch.Tensor) -> torch.Tensor:
-    """A stored-quantised weight's dequantised values (the tensor itself when it is a plain one)."""
+def dense(tensor: torch.Tensor, owner: nn.Module | None = None) -> torch.Tensor:
+    """A stored-quantised weight's dequantised values (the tensor itself when it is a plain one); ``owner``,
+    the module holding it, keeps LLM.int8's row scales once it has run a forward."""
     if getattr(tensor, "quant_state", None) is not None:  # bitsandbytes 4-bit: packed codes, absmax per block
         from bitsandbytes.functional import dequantize_4bit
 
         return dequantize_4bit(tensor.data, tensor.quant_state)
-    if getattr(tensor, "SCB", None) is not None:  # bitsandbytes LLM.int8: codes, absmax per row
-        return tensor.CB.float() * tensor.SCB.float()[:, None] / 127
+    scales = getattr(tensor, "SCB", None)
+    if scales is None and tensor.dtype == torch.int8:  # after a forward the scales live in the layer's state
+        scales = getattr(getattr(owner, "state", None), "SCB", None)
+    if scales is not None:  # bitsandbytes LLM.int8: int8 codes, absmax per row
+        return tensor.data.float() * scales.float()[:, None] / 127
     if type(tensor.data) is not torch.Tensor and hasattr(tensor, "dequantize"):
         return tensor.dequantize()
     return tensor
@@ -144,7 +148,7 @@ def group_size(model: nn.Module) -> str | list[int] | None:
             sizes.add(state.blocksize)
             per_row = False
             continue
-        if getattr(module.weight, "SCB", None) is not None:  # bitsandbytes LLM.int8: one absmax per row
+        if module.weight.dtype == torch.int8 and hasattr(module, "state"):  # LLM.int8: one absmax a row
             sizes.add(module.in_features)
             continue
         weight = module.weight.data
