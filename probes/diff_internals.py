@@ -39,6 +39,11 @@ def _sink_rate(found: Capture, layer: int, causal: bool, eps: float) -> float:
     return float(100 * (alphas > eps).double().mean())
 
 
+def _twonn(points: torch.Tensor) -> float:
+    """TwoNN of the distinct points; NaN below three (a prompt set of one or two tokens)."""
+    return twonn(points) if len(torch.unique(points, dim=0)) >= 3 else float("nan")
+
+
 def _landmarks(found: Capture, layer: int, causal: bool, eps: float) -> dict[str, float]:
     hidden = found[RESID.format(layer=layer)]
     massive = [massive_activations(h) for h in hidden]
@@ -46,7 +51,7 @@ def _landmarks(found: Capture, layer: int, causal: bool, eps: float) -> dict[str
         "sink_rate": _sink_rate(found, layer, causal, eps),
         "top_ratio": sum(m["top_ratio"] for m in massive) / len(massive),
         "n_massive": float(sum(m["n_massive"] for m in massive)),
-        "twonn": twonn(subsample(torch.cat([h.double() for h in hidden]))),
+        "twonn": _twonn(subsample(torch.cat([h.double() for h in hidden]))),
     }
 
 

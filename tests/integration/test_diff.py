@@ -90,6 +90,13 @@ def test_a_rank_two_update_of_block_two(base: workbench.WorkbenchModel) -> None:
     assert patching.loc[[("bottom_up", 3), ("bottom_up", 4), ("top_down", 2), ("top_down", 3)]].eq(0).all()
 
 
+def test_two_tokens_have_no_intrinsic_dimension(base: workbench.WorkbenchModel) -> None:
+    from probes.diff_internals import internals_diff
+
+    found = internals_diff(base, base, [base.encode("Hi")["input_ids"][0][:2]])
+    assert found.twonn_a.isna().all() and (found.top_ratio_change == 0).all()
+
+
 def test_a_raised_unembedding_row_is_the_top_risen_token(base: workbench.WorkbenchModel) -> None:
     """Tied embeddings: adding the mean final state to the row of a token no prompt holds raises that
     token's logit everywhere and changes no residual state."""
