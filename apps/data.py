@@ -18,7 +18,7 @@ from workbench.models.model import WorkbenchModel
 from workbench.zoo import heldout
 
 DEFAULT_MODEL = "tiny-moe"
-MODEL_LABEL = "Model (zoo name, local directory or GGUF file)"  # the sidebar field
+MODEL_LABEL = "Model (zoo name, local directory, GGUF file or hub id)"  # the sidebar field
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog. def add(a, b): return a + b"
 PATTERN_LIMIT = 1024  # longer prompts are shown through the streamed statistics only
 RESID = r"blocks\.\d+\.hook_resid_post"

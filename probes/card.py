@@ -16,6 +16,7 @@ from probes.factors import Factor, factors
 from probes.registry import Probe
 from workbench.models.checkpoint import Fact, quantization_facts
 from workbench.models.model import WorkbenchModel
+from workbench.models.quantize import shape_of
 
 HEADER = "header"  # the class of header rows in the card's table (number 0)
 SUMMARY_FIELDS = (
@@ -158,7 +159,7 @@ def _cell(value: Any) -> str:
 
 def parameter_counts(model: WorkbenchModel) -> tuple[int, int]:
     """Total parameters and parameters active per token (MoE: only top-k of the routed experts count)."""
-    total = sum(p.numel() for p in model.hf.parameters())
+    total = sum(math.prod(shape_of(p)) for p in model.hf.parameters())  # packed 4-bit codes: logical size
     adapter, cfg = model.adapter, model.cfg
     if not cfg.is_moe or adapter.experts is None:
         return total, total
@@ -167,7 +168,7 @@ def parameter_counts(model: WorkbenchModel) -> tuple[int, int]:
     for block in adapter.block_modules(model.base):
         if adapter.is_moe_block(block):
             experts = block.get_submodule(adapter.experts)
-            inactive += share_off * sum(p.numel() for p in experts.parameters())
+            inactive += share_off * sum(math.prod(shape_of(p)) for p in experts.parameters())
     return total, round(total - inactive)
 
 

@@ -8,7 +8,8 @@ from one capture of each checkpoint on the same tokens (``a`` the base, ``b`` th
 - the intrinsic dimension (TwoNN, Facco et al. 2017, 90% of the ratios) of the residual tokens, both
   checkpoints on the same subsample of tokens.
 
-Each pair of columns ``X_a, X_b`` comes with ``X_change = X_b - X_a``; identical checkpoints change nothing.
+Each pair of columns ``X_a, X_b`` comes with ``X_change = X_b - X_a``; identical checkpoints change nothing
+(NaN where a measure is undefined: a layer without attention, fewer than three distinct tokens).
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from probes.diff_weights import pair_of
 from probes.figures import lines_by_group
 from probes.params import param
 from probes.registry import Context, Needs, Probe
-from probes.sinks import KEY_MASS, PATTERN, RESID, alpha_from_key_mass, key_masses, massive_activations
+from probes.sinks import (
+    KEY_MASS,
+    PATTERN,
+    RESID,
+    RESIDUALS,
+    alpha_from_key_mass,
+    key_masses,
+    massive_activations,
+)
 from workbench.capture import Capture, CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
-
-RESIDUALS = r"blocks\.\d+\.hook_resid_post"
 
 
 def _sink_rate(found: Capture, layer: int, causal: bool, eps: float) -> float:

@@ -80,14 +80,28 @@ def parameter_sites(model: WorkbenchModel) -> dict[str, tuple[int, str]]:
     return sites
 
 
+def _flipped(a: WorkbenchModel, b: WorkbenchModel, name: str) -> bool:
+    """Whether B holds parameter ``name`` transposed: a GPT-2 ``Conv1D`` ([in, out]) that a quantisation
+    backend (bitsandbytes) replaced by a linear layer ([out, in]) on one side only."""
+    owner = name.rpartition(".")[0]
+    if not name.endswith(".weight") or not owner:
+        return False
+    kinds = [type(m.hf.get_submodule(owner)).__name__ == "Conv1D" for m in (a, b)]
+    return kinds[0] != kinds[1]
+
+
 def check_same_architecture(a: WorkbenchModel, b: WorkbenchModel) -> None:
-    """Refuse two checkpoints whose parameters differ in names or shapes, naming the first difference.
+    """Refuse two checkpoints whose parameters differ in names or shapes, naming the first difference
+    (a ``Conv1D`` weight a backend stored transposed counts in the first's layout).
 
     Raises:
         InputError: The checkpoints are not of one architecture.
     """
     shapes_a = {n: shape_of(p) for n, p in a.hf.named_parameters()}
-    shapes_b = {n: shape_of(p) for n, p in b.hf.named_parameters()}
+    shapes_b = {
+        n: shape_of(p)[::-1] if n in shapes_a and _flipped(a, b, n) else shape_of(p)
+        for n, p in b.hf.named_parameters()
+    }
     missing = sorted(set(shapes_a) ^ set(shapes_b))
     if missing:
         side = "the second" if missing[0] in shapes_a else "the first"
@@ -116,7 +130,8 @@ def weight_diff(a: WorkbenchModel, b: WorkbenchModel, ranks: bool = True) -> pd.
         owner = name.rpartition(".")[0]
         with torch.no_grad():  # a quantised checkpoint: its dequantised values
             before = dense(weights_a[name], a.hf.get_submodule(owner)).double()
-            change = dense(weights_b[name], b.hf.get_submodule(owner)).double() - before
+            after = dense(weights_b[name], b.hf.get_submodule(owner)).double()
+            change = (after.T if _flipped(a, b, name) else after) - before
         norm = float(change.norm())
         matrix = ranks and change.dim() >= 2
         rank = (effective_rank(change.flatten(1)) if norm else 0.0) if matrix else float("nan")

@@ -36,11 +36,10 @@ def _figures(probe: str, table: object) -> None:
 
 
 def render(source: Source, prompt: str) -> None:
-    base = Source(
-        st.text_input(
-            "Base checkpoint (zoo name or local directory)", value=default_base(source), key="diff_base"
-        )
-    )
+    if st.session_state.get("diff_for") != source:  # a new sidebar model: its default base
+        st.session_state["diff_base"] = default_base(source)
+        st.session_state["diff_for"] = source
+    base = Source(st.text_input("Base checkpoint (zoo name or local directory)", key="diff_base"))
     on = st.radio("Prompts", PROMPTS, horizontal=True, key="diff_prompts")
     tables = cache.diff(base, source, prompt if on == PROMPTS[1] else None)
     label = f"{source}-vs-{base}"

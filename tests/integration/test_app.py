@@ -302,6 +302,11 @@ def test_a_model_quantised_on_load_is_diffed_against_itself() -> None:
     shown = next(d.value for d in app.dataframe if "twonn_change" in d.value.columns)
     expected = workbench.probe("diff_internals")(other, texts, base=base)
     pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, rtol=1e-6)
+    app.sidebar.text_input(key="model").set_value("tiny-llama-dpo").run()  # the base follows the sidebar
+    assert app.text_input(key="diff_base").value == "tiny-llama-dpo"  # quantised: itself unquantised
+    app.sidebar.selectbox(key="quantize").set_value("none").run()
+    assert app.text_input(key="diff_base").value == "tiny-llama"  # its card's base_model
+    app.sidebar.selectbox(key="quantize").set_value("quanto:4").run()
     app.sidebar.radio(key="view").set_value("Model card").run()
     header = app.dataframe[0].value.set_index("field")
     assert json.loads(header.loc["quantisation", "value"])["bits"] == 4

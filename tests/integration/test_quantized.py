@@ -94,6 +94,18 @@ def test_card_row_matches_config_and_modules(
         assert max(levels) <= 2**bits < len(dense.unique()), name
 
 
+@pytest.mark.slow
+def test_measured_card_of_a_quantised_model(
+    source: workbench.WorkbenchModel, quantised: dict[str, workbench.WorkbenchModel]
+) -> None:
+    """The parameter count is the source's (NF4 packs two codes a byte); batch invariance is measured as
+    loaded (a bitsandbytes model cannot be cast)."""
+    count = sum(p.numel() for p in source.hf.parameters())
+    card = workbench.card(quantised["bnb-4"], measure=True)
+    assert card.get("parameters_total") == count
+    assert list(card.get(25)) == ["as loaded (quantised)"]
+
+
 def test_nf4_and_llm_int8_values_are_the_papers(quantised: dict[str, workbench.WorkbenchModel]) -> None:
     """bitsandbytes' 4-bit weights are NF4 codes times each block's absmax (QLoRA); its 8-bit ones
     integers times each row's absmax / 127 (LLM.int8)."""
@@ -244,3 +256,19 @@ def test_sink_massive_and_id_changes_match_hfs_own_forward(
             assert row[f"twonn_{side}"] == pytest.approx(expected["twonn"], rel=1e-4), (side, layer)
     assert (found.twonn_change == found.twonn_b - found.twonn_a).all()
     assert (found.top_ratio_change != 0).all()  # 4-bit weights move every layer's residual stream
+
+
+def test_gpt2_conv1d_layers_quantised_by_bitsandbytes_diff_in_their_own_layout() -> None:
+    """bitsandbytes replaces GPT-2's Conv1D ([in, out]) by linear layers ([out, in]): the diff compares
+    each weight in the base's layout; quanto converts no Conv1D and is refused in one line."""
+    from probes.diff import diff
+
+    base = workbench.load("planted-sink")
+    other = workbench.load("planted-sink", quantization=REQUESTS["bnb-8"])
+    found = diff(base, other, {"heldout": TEXTS[:2]}, ranks=False)
+    weights = found.weights.set_index("parameter")
+    attention = weights.loc["transformer.h.0.attn.c_attn.weight"]
+    assert attention["size"] == "x".join(map(str, base.hf.transformer.h[0].attn.c_attn.weight.shape))
+    assert 0 < weights.relative_change.max() < 0.01 and float(found.outputs.kl.mean()) > 0
+    with pytest.raises(WorkbenchError, match="converted no module"):
+        workbench.load("planted-sink", quantization=REQUESTS["quanto-8"])

@@ -98,8 +98,8 @@ def diff_command(
     ] = None,
 ) -> None:
     """What tuning (or quantisation) changed between two checkpoints: weights by layer and kind,
-    representations and attention by layer, MoE routing, outputs by domain, the tokens that moved most, and
-    cross-patching."""
+    representations, attention, sinks, massive activations and ID by layer, MoE routing, outputs by domain,
+    the tokens that moved most, and cross-patching."""
     from pathlib import Path
 
     from probes.diff import diff

@@ -62,9 +62,23 @@ def check_request(request: dict[str, Any]) -> tuple[str, int]:
     """
     method, bits = request.get("method"), request.get("bits", 8)
     if set(request) - {"method", "bits"} or method not in BACKENDS or bits not in BACKENDS[method]:
-        offered = "; ".join(f"{m}: bits {', '.join(map(str, b))}" for m, b in BACKENDS.items())
-        raise WorkbenchError(f"quantization {request!r}: expected {{method, bits}} with {offered}")
+        choices = "; ".join(f"{m}: bits {', '.join(map(str, b))}" for m, b in BACKENDS.items())
+        raise WorkbenchError(f"quantization {request!r}: expected {{method, bits}} with {choices}")
     return method, bits
+
+
+def check_quantised(model: nn.Module, request: Any) -> None:
+    """Refuse a quantisation request that converted no module (quanto and torchao convert ``nn.Linear``
+    only: GPT-2's ``Conv1D`` projections stay as they are).
+
+    Raises:
+        WorkbenchError: No module's weight is stored quantised.
+    """
+    if not quantised_modules(model):
+        raise WorkbenchError(
+            f"quantization {request!r} converted no module of this model (the backend converts nn.Linear "
+            "layers only); try another backend (bitsandbytes also converts Conv1D)"
+        )
 
 
 def use_reference_kernels(model: nn.Module) -> None:
@@ -117,6 +131,8 @@ def dense(tensor: torch.Tensor, owner: nn.Module | None = None) -> torch.Tensor:
     scales = getattr(tensor, "SCB", None)
     if scales is None and tensor.dtype == torch.int8:  # after a forward the scales live in the layer's state
         scales = getattr(getattr(owner, "state", None), "SCB", None)
+        if scales is None:
+            raise ValueError("an LLM.int8 weight without its row scales: pass the layer as owner")
     if scales is not None:  # bitsandbytes LLM.int8: int8 codes, absmax per row
         return tensor.data.float() * scales.float()[:, None] / 127
     if type(tensor.data) is not torch.Tensor and hasattr(tensor, "dequantize"):
@@ -136,9 +152,9 @@ def quantised_modules(model: nn.Module) -> list[str]:
 
 
 def group_size(model: nn.Module) -> str | list[int] | None:
-    """How many weights share one scale in the stored-quantised modules, from their scale tensors
-    (quanto's ``_scale``, torchao's ``scale``): ``"per row"`` when each output row has one, else the
-    distinct group sizes; None when no module's scale is readable."""
+    """How many weights share one scale in the stored-quantised modules, from their scales (quanto's
+    ``_scale``, torchao's ``scale``, LLM.int8's row absmax, NF4's ``blocksize``): ``"per row"`` when each
+    output row has one, else the distinct group sizes; None when no module's scale is readable."""
     sizes, per_row = set(), True
     for module in model.modules():
         if not is_quantised(module):
