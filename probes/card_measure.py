@@ -22,6 +22,7 @@ from probes.factors import Factor
 from probes.registry import NotApplicable, get
 from workbench.models.load import load
 from workbench.models.model import WorkbenchModel
+from workbench.models.quantize import loaded_quantised
 from workbench.zoo import heldout
 
 PER_DOMAIN, CHARS = 2, 300  # the default battery's held-out cut
@@ -72,7 +73,7 @@ def _losses(model: WorkbenchModel, texts: dict[str, list[str]]) -> dict[int, tup
 
 
 def _batch(model: WorkbenchModel, texts: dict[str, list[str]]) -> dict[str, Any]:
-    if getattr(model.hf, "hf_quantizer", None) is not None:  # its backend fixes the dtypes: not cast
+    if loaded_quantised(model.hf):  # its backend fixes the dtypes: not cast
         return {"as loaded (quantised)": _row(summary("batch_invariance", model, texts))}
     return {
         str(d).removeprefix("torch."): _row(summary("batch_invariance", _in_dtype(model, d), texts))

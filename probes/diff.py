@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from probes.compression import linear_cka
-from probes.diff_internals import internals_diff
+from probes.diff_internals import internals_diff, residual_states
 from probes.diff_patching import cross_patching
 from probes.diff_routing import attention_diff, routing_diff
 from probes.diff_weights import change_shares, check_same_architecture, pair_of, prompt_ids, weight_diff
@@ -37,11 +37,7 @@ from probes.lens import decode
 from probes.params import param
 from probes.registry import Context, Needs, Probe
 from probes.tokenizer import loss_per_byte
-from workbench.capture import CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
-
-RESID = r"blocks\.\d+\.hook_resid_post"
-EMBED = "blocks.0.hook_resid_pre"
 
 
 @dataclass
@@ -84,14 +80,6 @@ class Diff:
             "KL left after swapping in base blocks": self.patching,
         }
         return {heading: table for heading, table in shown.items() if len(table)}
-
-
-def _states(model: WorkbenchModel, ids: list[torch.Tensor]) -> dict[int, list[torch.Tensor]]:
-    """Residual states per layer (-1: the embeddings) per prompt [pos, d_model], float64."""
-    names = [EMBED, *model.hook_points(RESID)]
-    result = capture(model, ids, CaptureSpec(points=names), progress=False)
-    layers = [-1, *range(len(names) - 1)]
-    return {layer: [h.double() for h in result[name]] for layer, name in zip(layers, names, strict=True)}
 
 
 def representation_diff(
@@ -228,7 +216,7 @@ def diff(
     """
     check_same_architecture(a, b)
     ids = prompt_ids(a, texts)
-    a_states, b_states = _states(a, ids), _states(b, ids)
+    a_states, b_states = residual_states(a, ids), residual_states(b, ids)
     layer = a.cfg.n_layers // 2 if lens_layer is None else lens_layer
     outputs, tokens = output_diff(a, b, texts, ids)
     return Diff(
@@ -239,7 +227,7 @@ def diff(
         tokens=tokens,
         attention=attention_diff(a, b, ids),
         routing=routing_diff(a, b, ids) if a.cfg.is_moe else pd.DataFrame(),
-        internals=internals_diff(a, b, ids),
+        internals=internals_diff(a, b, ids, states=(a_states, b_states)),
         patching=cross_patching(a, b, ids),
     )
 
@@ -251,7 +239,7 @@ PAIR = Needs(pair=True, tokenizer=True)
 
 def _representations(ctx: Context, params: object) -> pd.DataFrame:
     a, b, ids = pair_of(ctx)
-    return representation_diff(_states(a, ids), _states(b, ids))
+    return representation_diff(residual_states(a, ids), residual_states(b, ids))
 
 
 @dataclass(frozen=True)
@@ -267,7 +255,9 @@ class LensParams:
 def _lens(ctx: Context, params: LensParams) -> pd.DataFrame:
     a, b, ids = pair_of(ctx)
     layer = a.cfg.n_layers // 2 if params.layer < 0 else min(params.layer, a.cfg.n_layers - 1)
-    return difference_lens(b, _states(a, ids), _states(b, ids), layer, params.first_tokens, params.top)
+    return difference_lens(
+        b, residual_states(a, ids), residual_states(b, ids), layer, params.first_tokens, params.top
+    )
 
 
 @dataclass(frozen=True)

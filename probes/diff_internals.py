@@ -27,7 +27,6 @@ from probes.registry import Context, Needs, Probe
 from probes.sinks import (
     KEY_MASS,
     PATTERN,
-    RESID,
     RESIDUALS,
     alpha_from_key_mass,
     key_masses,
@@ -35,6 +34,17 @@ from probes.sinks import (
 )
 from workbench.capture import Capture, CaptureSpec, capture
 from workbench.models.model import WorkbenchModel
+
+EMBED = "blocks.0.hook_resid_pre"
+States = dict[int, list[torch.Tensor]]
+
+
+def residual_states(model: WorkbenchModel, ids: list[torch.Tensor]) -> States:
+    """Residual states per layer (-1: the embeddings) per prompt [pos, d_model], float64."""
+    names = [EMBED, *model.hook_points(RESIDUALS)]
+    result = capture(model, ids, CaptureSpec(points=names), progress=False)
+    layers = [-1, *range(len(names) - 1)]
+    return {layer: [h.double() for h in result[name]] for layer, name in zip(layers, names, strict=True)}
 
 
 def _sink_rate(found: Capture, layer: int, causal: bool, eps: float) -> float:
@@ -51,27 +61,34 @@ def _twonn(points: torch.Tensor) -> float:
     return twonn(points) if len(torch.unique(points, dim=0)) >= 3 else float("nan")
 
 
-def _landmarks(found: Capture, layer: int, causal: bool, eps: float) -> dict[str, float]:
-    hidden = found[RESID.format(layer=layer)]
+def _landmarks(found: Capture, hidden: list[torch.Tensor], layer: int, causal: bool, eps: float) -> dict:
     massive = [massive_activations(h) for h in hidden]
     return {
         "sink_rate": _sink_rate(found, layer, causal, eps),
         "top_ratio": sum(m["top_ratio"] for m in massive) / len(massive),
         "n_massive": float(sum(m["n_massive"] for m in massive)),
-        "twonn": _twonn(subsample(torch.cat([h.double() for h in hidden]))),
+        "twonn": _twonn(subsample(torch.cat(hidden))),
     }
 
 
 def internals_diff(
-    a: WorkbenchModel, b: WorkbenchModel, ids: list[torch.Tensor], eps: float = 0.3
+    a: WorkbenchModel,
+    b: WorkbenchModel,
+    ids: list[torch.Tensor],
+    eps: float = 0.3,
+    states: tuple[States, States] | None = None,
 ) -> pd.DataFrame:
     """Per layer: ``layer``, then ``sink_rate``, ``top_ratio``, ``n_massive`` and ``twonn`` each as ``_a``,
-    ``_b`` and ``_change`` (module docstring)."""
-    spec = CaptureSpec(points=[RESIDUALS], stats=["key_mass"])
+    ``_b`` and ``_change`` (module docstring); ``states``: both models' :func:`residual_states` on ``ids``
+    when the caller holds them already."""
+    states = states or (residual_states(a, ids), residual_states(b, ids))
+    spec = CaptureSpec(stats=["key_mass"])
     found = [capture(m, ids, spec, progress=False) for m in (a, b)]
     rows = []
     for layer in range(a.cfg.n_layers):
-        sides = [_landmarks(f, layer, a.cfg.causal, eps) for f in found]
+        sides = [
+            _landmarks(f, s[layer], layer, a.cfg.causal, eps) for f, s in zip(found, states, strict=True)
+        ]
         row: dict[str, float] = {"layer": layer}
         for measure in sides[0]:
             row |= {

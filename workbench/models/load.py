@@ -33,7 +33,12 @@ from workbench.errors import (
 from workbench.models.gguf import gguf_file
 from workbench.models.memory import check_fits, estimate
 from workbench.models.model import WorkbenchModel
-from workbench.models.quantize import check_quantised, quantization_config, use_reference_kernels
+from workbench.models.quantize import (
+    check_quantised,
+    loaded_quantised,
+    quantization_config,
+    use_reference_kernels,
+)
 from workbench.zoo.registry import resolve_zoo, zoo
 
 Backend = Literal["hf", "tl", "nnsight"]
@@ -441,10 +446,9 @@ def load(
         model = source
     else:
         raise ModelNotFoundError(f"cannot load a {type(source).__name__}; pass a name, directory or HF model")
-    quantised = getattr(model, "hf_quantizer", None) is not None  # typed by its backend on load
     if device is not None and device_map is None:
         model = model.to(device)
-    if dtype is not None and device_map is None and not quantised:
+    if dtype is not None and device_map is None and not loaded_quantised(model):
         model = model.to(dtype)
     if quantization is not None:
         check_quantised(model, quantization)

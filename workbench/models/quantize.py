@@ -112,6 +112,12 @@ def offered() -> list[str]:
     return [f"{method}:{bits}" for method, widths in BACKENDS.items() for bits in widths]
 
 
+def loaded_quantised(model: nn.Module) -> bool:
+    """Whether transformers loaded ``model`` through a quantisation backend (which then fixes its dtypes:
+    a bitsandbytes model refuses a cast)."""
+    return getattr(model, "hf_quantizer", None) is not None
+
+
 def is_quantised(module: nn.Module) -> bool:
     """Whether a module's weight is stored quantised: a tensor subclass (quanto's ``WeightQBytesTensor``,
     torchao's ``Int8Tensor`` ...) or integer codes (bitsandbytes' ``Int8Params``, packed ``Params4bit``)."""
